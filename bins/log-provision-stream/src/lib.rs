@@ -1,0 +1,43 @@
+//! `log-provision-stream PREFIX`: log every line of stdin as `PREFIX: line`.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use shared::provision_log::{MAX_LINE, ProvisionLog};
+
+const TOOL: &str = "log-provision-stream";
+
+/// Log every line of stdin as `PREFIX: line`, exactly as `log-provision "PREFIX: line"` would:
+/// `STACK_PROVISION: PREFIX: line` on stdout and `PREFIX: line` appended to
+/// STACK_PROVISION_LOG_FILE when that is set and not empty.
+///
+/// Every byte of every line is kept: leading and trailing blanks, backslashes, carriage returns
+/// and invalid UTF-8. A last line without a trailing newline is logged too. A line longer than
+/// 65536 bytes is logged as several lines of at most 65536 bytes, each with the prefix, so memory
+/// stays bounded whatever the input. Output is flushed as input arrives, in whole lines.
+#[derive(Parser)]
+#[command(name = TOOL, version)]
+#[command(
+    after_help = "Environment:\n  STACK_PROVISION_LOG_FILE  the log file (HEXCLAVE_PROVISION_LOG_FILE wins when set)"
+)]
+pub struct Args {
+    /// The prefix of every line; empty when omitted (lines then read `: line`).
+    #[arg(value_name = "PREFIX", default_value = "", allow_hyphen_values = true)]
+    pub prefix: OsString,
+}
+
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    debug_assert_eq!(MAX_LINE, 65536, "the --help text states the cap");
+    shared::cli::run(TOOL, args, |args: Args| {
+        let mut log = ProvisionLog::from_env();
+        let streamed = log.stream(std::io::stdin().lock(), args.prefix.as_bytes());
+        log.finish().and(streamed)?;
+        Ok(0)
+    })
+}

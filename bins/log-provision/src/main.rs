@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    log_provision::main(std::env::args_os())
+}

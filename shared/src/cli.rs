@@ -1,0 +1,49 @@
+//! The top level every tool shares: parse, run, report.
+//!
+//! A tool's `main` is `cli::run::<Args>("tool", args, body)`. Parsing goes through clap with the
+//! knob aliases of [`crate::knob`] applied; a usage error exits 2 with clap's message, `--help`
+//! and `--version` exit 0. The body returns the exit status it wants, or an [`Error`] that is
+//! printed once, here, as `<tool>: <what failed>: <why>`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::error::{Error, USAGE};
+use crate::knob;
+
+/// Parses `args` (program name first) into `P`, runs `body`, and maps the outcome to an exit
+/// status.
+pub fn run<P: Parser>(
+    tool: &str,
+    args: impl IntoIterator<Item = OsString>,
+    body: impl FnOnce(P) -> Result<u8, Error>,
+) -> ExitCode {
+    let parsed = knob::with_hexclave_env(P::command())
+        .try_get_matches_from(args)
+        .and_then(|matches| P::from_arg_matches(&matches));
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            // clap prints usage errors on stderr and --help/--version on stdout.
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { USAGE } else { 0 });
+        }
+    };
+    let status = match body(parsed) {
+        Ok(status) => status,
+        Err(err) => {
+            report(tool, &err);
+            err.code()
+        }
+    };
+    let _ = std::io::stdout().flush();
+    ExitCode::from(status)
+}
+
+/// Prints `<tool>: <error>` on stderr.
+pub fn report(tool: &str, err: &Error) {
+    let _ = writeln!(std::io::stderr().lock(), "{tool}: {err}");
+}

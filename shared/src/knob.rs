@@ -1,0 +1,73 @@
+//! Environment knobs under both product names.
+//!
+//! The original scripts read `STACK_*` variables (`STACK_DEPS_TIMEOUT`, `STACK_PROVISION_LOG_FILE`,
+//! …). The product is being renamed to Hexclave, so every such knob is also accepted as
+//! `HEXCLAVE_*`, and that spelling wins when both are set. This is the one place that rule lives:
+//! tools declare their arguments with clap's `env = "STACK_…"` and [`with_hexclave_env`] points
+//! each of them at the `HEXCLAVE_…` spelling when that one is present; code that reads a knob
+//! directly calls [`var_os`].
+//!
+//! Variables that the host or the container consume (the `STACK_EMULATOR_*` entries of the env
+//! files) are data, not knobs, and keep their one name.
+
+use std::ffi::OsString;
+
+use clap::Command;
+
+const OLD: &str = "STACK_";
+const NEW: &str = "HEXCLAVE_";
+
+/// The `HEXCLAVE_*` spelling of a `STACK_*` knob, or `None` for any other name.
+pub fn hexclave_name(stack_name: &str) -> Option<String> {
+    stack_name
+        .strip_prefix(OLD)
+        .map(|rest| format!("{NEW}{rest}"))
+}
+
+/// The value of a knob: `HEXCLAVE_<rest>` when it is set (even empty), else `STACK_<rest>`.
+pub fn var_os(stack_name: &str) -> Option<OsString> {
+    hexclave_name(stack_name)
+        .and_then(std::env::var_os)
+        .or_else(|| std::env::var_os(stack_name))
+}
+
+/// Makes every argument of `cmd` that reads `STACK_X` read `HEXCLAVE_X` instead when that is
+/// set, and says so in the help.
+pub fn with_hexclave_env(cmd: Command) -> Command {
+    let knobs: Vec<(clap::Id, String)> = cmd
+        .get_arguments()
+        .filter_map(|arg| {
+            let name = arg.get_env()?.to_str()?;
+            Some((arg.get_id().clone(), hexclave_name(name)?))
+        })
+        .collect();
+    if knobs.is_empty() {
+        return cmd;
+    }
+    let note = "Every STACK_* variable above is also read as HEXCLAVE_* (the product's new \
+                name); when both are set, the HEXCLAVE_* one wins.";
+    let help = match cmd.get_after_help() {
+        Some(existing) => format!("{existing}\n\n{note}"),
+        None => note.to_string(),
+    };
+    knobs
+        .into_iter()
+        .filter(|(_, new)| std::env::var_os(new).is_some())
+        .fold(cmd.after_help(help), |cmd, (id, new)| {
+            cmd.mut_arg(id, |arg| arg.env(new))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_only_stack_knobs() {
+        assert_eq!(
+            hexclave_name("STACK_DEPS_TIMEOUT").as_deref(),
+            Some("HEXCLAVE_DEPS_TIMEOUT")
+        );
+        assert_eq!(hexclave_name("DOCKER_HOST"), None);
+    }
+}

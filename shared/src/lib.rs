@@ -1,0 +1,12 @@
+//! The logic behind every emulator tool.
+//!
+//! Each tool crate under `bins/` is a thin front end: it declares its arguments with clap, calls
+//! into this crate and lets [`cli::run`] turn the outcome into an exit status. Everything a tool
+//! actually does lives here, one module per concern, so that the tools share one log writer, one
+//! env-file parser, one mount-table reader and one way of naming environment knobs.
+
+pub mod cli;
+pub mod error;
+pub mod knob;
+pub mod mounts;
+pub mod provision_log;

@@ -1,0 +1,231 @@
+//! The harness: locate the built tools, run them, assert on what they did.
+//!
+//! Tools are run from `target/<profile>/` next to this test binary, or from
+//! `HEXCLAVE_TEST_BIN_DIR` when set (to test a musl or cross build). `make test` builds them
+//! before running the suite.
+//!
+//! Prerequisites (root, docker, loop devices, …) are checked with [`require`]: outside CI a
+//! missing one skips the test with a note on stderr; under `CI=true` it fails the test, so a
+//! missing install step can never pass unnoticed.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The directory holding the built tools.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HEXCLAVE_TEST_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/tools-<hash> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The path of a built tool; panics with the command to run when it is missing.
+pub fn tool_path(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `make test` (or `cargo build --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// A command for a built tool, with the provision-log knobs cleared so the caller's
+/// environment cannot leak into a test.
+pub fn tool(name: &str) -> Cmd {
+    let mut cmd = Command::new(tool_path(name));
+    for knob in ["STACK_PROVISION_LOG_FILE", "HEXCLAVE_PROVISION_LOG_FILE"] {
+        cmd.env_remove(knob);
+    }
+    Cmd {
+        cmd,
+        stdin: Vec::new(),
+    }
+}
+
+pub struct Cmd {
+    pub cmd: Command,
+    stdin: Vec<u8>,
+}
+
+impl Cmd {
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Self {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.cmd.env_remove(key);
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    pub fn stdin(mut self, input: impl AsRef<[u8]>) -> Self {
+        self.stdin = input.as_ref().to_vec();
+        self
+    }
+
+    /// Runs to completion, feeding stdin and capturing stdout and stderr.
+    pub fn run(mut self) -> Run {
+        let mut child = self
+            .cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tool");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = std::mem::take(&mut self.stdin);
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let output = child.wait_with_output().expect("wait for tool");
+        feeder.join().expect("stdin feeder");
+        Run(output)
+    }
+}
+
+/// A finished run.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.0.status.code()
+    }
+
+    pub fn stdout(&self) -> &[u8] {
+        &self.0.stdout
+    }
+
+    pub fn stderr(&self) -> &[u8] {
+        &self.0.stderr
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    #[track_caller]
+    pub fn code_is(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "exit status\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout_str(),
+            self.stderr_str()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.code_is(0)
+    }
+
+    #[track_caller]
+    pub fn stdout_is(&self, expected: impl AsRef<[u8]>) -> &Self {
+        assert_eq!(
+            String::from_utf8_lossy(self.stdout()),
+            String::from_utf8_lossy(expected.as_ref()),
+            "stdout"
+        );
+        assert_eq!(self.stdout(), expected.as_ref(), "stdout bytes");
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_is(&self, expected: impl AsRef<[u8]>) -> &Self {
+        assert_eq!(
+            self.stderr_str(),
+            String::from_utf8_lossy(expected.as_ref()),
+            "stderr"
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr_str().contains(needle),
+            "stderr does not contain {needle:?}:\n{}",
+            self.stderr_str()
+        );
+        self
+    }
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("hexclave-test-")
+        .tempdir()
+        .expect("create scratch directory")
+}
+
+/// Whether this run is CI's, where no test may skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Checks a prerequisite. When `ok` is false: panics under CI, else notes the skip and returns
+/// false so the test can return early.
+#[track_caller]
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if in_ci() {
+        panic!("prerequisite missing under CI=true: {what} (make test installs it)");
+    }
+    eprintln!("skipped: prerequisite missing: {what} (run `make test` to install it)");
+    false
+}
+
+/// Whether we are root (mount namespaces, loop devices and dockerd need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether `program` is found on PATH.
+pub fn has_program(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Expands to an early `return` from the test when a prerequisite is missing (outside CI).
+#[allow(unused_macros)]
+macro_rules! require {
+    ($ok:expr, $what:expr) => {
+        if !$crate::common::require($ok, $what) {
+            return;
+        }
+    };
+}

@@ -1,0 +1,2 @@
+mod log_provision;
+mod log_provision_stream;
