@@ -26,7 +26,7 @@ lint:
 
 bench: prereqs
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins --release
-	sh tests/bench/run.sh target/release
+	HEXCLAVE_TEST_BIN_DIR=$(CURDIR)/target/release $(CARGO) bench $(CARGO_FLAGS) -p tool-tests --bench bench
 
 size: build
 	@for f in target/$(PROFILE)/*; do \
