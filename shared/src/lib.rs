@@ -5,8 +5,13 @@
 //! actually does lives here, one module per concern, so that the tools share one log writer, one
 //! env-file parser, one mount-table reader and one way of naming environment knobs.
 
+pub mod atomic;
+pub mod blockdev;
 pub mod cli;
+pub mod envfile;
 pub mod error;
+pub mod keystore;
 pub mod knob;
 pub mod mounts;
 pub mod provision_log;
+pub mod stack_env;

@@ -1,0 +1,177 @@
+//! Writing a file so that readers see the old contents or the new, never a part.
+//!
+//! Secrets and the rendered env file must survive a crash or a failed run intact: the original
+//! redirected into the target (`> file`), so an error or a power cut midway left it truncated.
+//! [`write`] puts the contents in a temporary file beside the target (same directory, hence the
+//! same filesystem, so `rename(2)` is atomic), with the mode set explicitly rather than left to
+//! the umask, fsyncs it, renames it over the target and fsyncs the directory so the rename itself
+//! is durable. On any error the temporary file is removed and the target is left as it was.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::error::{Context, Error, Result};
+
+/// The marker in temporary file names: `.<name>.tmp-<pid>-<n>`.
+pub const TEMP_MARKER: &str = ".tmp-";
+
+/// Writes `contents` to `path` atomically with permissions `mode` (e.g. `0o600`).
+pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let what = || format!("writing {}", path.display());
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::new(what(), "the path does not name a file"))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let (temp_path, mut file) = create_temp(dir, &name.to_string_lossy(), mode).context(what)?;
+    let temp = TempFile(Some(temp_path));
+    // The mode given at open is filtered by the umask; set it exactly.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .context(what)?;
+    file.write_all(contents).context(what)?;
+    file.sync_all().context(what)?;
+    drop(file);
+    std::fs::rename(temp.path(), path).context(what)?;
+    temp.keep();
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// Creates a new, empty file that no one else has open.
+fn create_temp(dir: &Path, name: &str, mode: u32) -> std::io::Result<(PathBuf, File)> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".{name}{TEMP_MARKER}{}-{n}", std::process::id()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            // Left behind by a process that died with our pid: try the next name.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && n < 1000 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Removes the temporary file when dropped, unless it was renamed into place.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `mkdir -p` for the parents of `dir` (mode 0755 before the umask), then `dir` itself with
+/// `mode` when it has to be created. An existing directory keeps its mode.
+pub fn create_dir_all(dir: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let what = || format!("creating directory {}", dir.display());
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).context(what)?;
+    }
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(Error::new(what(), e)),
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).context(what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn scratch() -> PathBuf {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "atomic-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn replaces_contents_with_the_exact_mode() {
+        let dir = scratch();
+        let path = dir.join("out.env");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write(&path, b"new\n", 0o600).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
+        assert_eq!(names(&dir), vec!["out.env"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn failure_leaves_target_and_no_temp_file() {
+        let dir = scratch();
+        // A directory in the way: rename(2) of a file over it fails.
+        let path = dir.join("target");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("inside"), "kept").unwrap();
+        let err = write(&path, b"x", 0o600).unwrap_err();
+        assert_eq!(err.what(), format!("writing {}", path.display()));
+        assert_eq!(names(&dir), vec!["target"]);
+        assert_eq!(std::fs::read(path.join("inside")).unwrap(), b"kept");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn missing_directory_is_an_error() {
+        let dir = scratch();
+        let path = dir.join("no/such/file");
+        assert!(write(&path, b"x", 0o600).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn create_dir_all_sets_the_leaf_mode_only_when_creating() {
+        let dir = scratch();
+        let leaf = dir.join("a/b");
+        create_dir_all(&leaf, 0o700).unwrap();
+        assert_eq!(std::fs::metadata(&leaf).unwrap().mode() & 0o7777, 0o700);
+        std::fs::set_permissions(&leaf, std::fs::Permissions::from_mode(0o750)).unwrap();
+        create_dir_all(&leaf, 0o700).unwrap();
+        assert_eq!(std::fs::metadata(&leaf).unwrap().mode() & 0o7777, 0o750);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
