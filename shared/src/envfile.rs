@@ -35,7 +35,9 @@ use crate::error::{Context, Error, Result};
 
 /// The accepted syntax, for `--help` texts.
 pub const SYNTAX: &str = "\
-Env-file syntax (runtime.env, base.env, the build env file). Nothing is executed or expanded:
+Env-file syntax (runtime.env, base.env, the build env file). Nothing is executed or expanded.
+The output holds each value bare, without quotes or 'export' (docker takes the text after the
+first '=' literally), so the container sees exactly the value parsed here.
   KEY=value          the rest of the line, literally; trailing blanks are dropped. Refused in
                      an unquoted value: blanks inside it or right after '=' (so no inline
                      '# comment'), quotes, backslashes, '$' and backticks: quote such values.

@@ -1,2 +1,3 @@
 mod log_provision;
 mod log_provision_stream;
+mod render_stack_env;

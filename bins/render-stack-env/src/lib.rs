@@ -1,0 +1,138 @@
+//! `render-stack-env`: write the stack container's env file from the STACKCFG disk.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use shared::blockdev::{self, Lookup};
+use shared::stack_env::{self, Options, Output};
+use shared::{envfile, keystore};
+
+const TOOL: &str = "render-stack-env";
+
+const LONG_ABOUT: &str = "\
+Render the stack container's env file from the STACKCFG disk.
+
+Mounts the disk labelled STACKCFG read-only at the mount point, unless that is a mount point
+already. The disk is found through /dev/disk/by-label, or, when udev made no link, by reading the
+superblock of every device in /sys/class/block (ext2/3/4, iso9660, vfat); the filesystem type for
+mount(2) is probed the same way, with the kernel's types from /proc/filesystems as a fallback.
+
+Reads runtime.env, then base.env: for the computed values a definition in base.env wins, and in a
+file the last one wins. Required: STACK_EMULATOR_PORT_PREFIX (P: 1 to 3 digits such that ${P}01,
+${P}02 and ${P}14 are ports) and STACK_EMULATOR_{BACKEND,DASHBOARD,MINIO,INBUCKET}_HOST_PORT
+(1-65535); STACK_EMULATOR_MOCK_OAUTH_HOST_PORT defaults to ${P}14 when unset or empty.
+
+Keys: internal-pck, internal-ssk and internal-sak in the key directory are generated once (64 hex
+characters from the system's CSPRNG, mode 0600) and reused afterwards. An empty file is
+regenerated; any other content that is not 64 hex characters (plus one optional newline) is an
+error naming the file. When the build env file exists and its last STACK_EMULATOR_BUILD_SNAPSHOT
+is exactly 1 (a snapshot build; the original matched the prefix '^...=1'), the keys are the fixed
+public placeholders, written every time, and a placeholder CRON_SECRET is added.
+
+Output, as a docker --env-file: base.env's entries, runtime.env's entries (in file order,
+duplicates kept, comments dropped), the three keys, CRON_SECRET (snapshot builds only), then the
+computed variables. It is replaced atomically with mode 0600: on any error the previous file and
+the keys stay as they were. Key values are never printed, except into the output.
+
+With --output -, the file goes to stdout and nothing is mounted or written: the env files must be
+readable where they are. A missing key is replaced by a fresh one that is printed but not saved,
+and a note on stderr names its file.";
+
+/// Render the stack container's env file from the STACKCFG disk.
+#[derive(Parser)]
+#[command(name = TOOL, version, long_about = LONG_ABOUT)]
+#[command(after_long_help = envfile::SYNTAX)]
+pub struct Args {
+    /// The configuration disk's device; when omitted it is found by --label.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<PathBuf>,
+
+    /// The filesystem label of the configuration disk.
+    #[arg(long, value_name = "LABEL", default_value = stack_env::DEFAULT_LABEL)]
+    pub label: String,
+
+    /// udev's label links, tried first.
+    #[arg(long, value_name = "DIR", default_value = blockdev::DEFAULT_BY_LABEL_DIR)]
+    pub by_label_dir: PathBuf,
+
+    /// The block devices scanned when there is no label link.
+    #[arg(long, value_name = "DIR", default_value = blockdev::DEFAULT_SYS_BLOCK_DIR)]
+    pub sys_block_dir: PathBuf,
+
+    /// Where the device nodes of the scanned devices are.
+    #[arg(long, value_name = "DIR", default_value = blockdev::DEFAULT_DEV_DIR)]
+    pub dev_dir: PathBuf,
+
+    /// Where the disk is mounted (created when missing).
+    #[arg(long, value_name = "DIR", default_value = stack_env::DEFAULT_MOUNT_POINT)]
+    pub mount_point: PathBuf,
+
+    /// Mount nothing; read the env files where they are.
+    #[arg(long)]
+    pub no_mount: bool,
+
+    /// The host's runtime settings [default: MOUNT_POINT/runtime.env].
+    #[arg(long, value_name = "FILE")]
+    pub runtime_env: Option<PathBuf>,
+
+    /// The product configuration [default: MOUNT_POINT/base.env].
+    #[arg(long, value_name = "FILE")]
+    pub base_env: Option<PathBuf>,
+
+    /// Where the internal keys are kept.
+    #[arg(long, value_name = "DIR", default_value = keystore::DEFAULT_DIR)]
+    pub key_dir: PathBuf,
+
+    /// The build env file that may select snapshot-build mode.
+    #[arg(long, value_name = "FILE", default_value = stack_env::DEFAULT_BUILD_ENV)]
+    pub build_env: PathBuf,
+
+    /// The env file to write; - prints it instead and changes nothing.
+    #[arg(long, value_name = "FILE", default_value = stack_env::DEFAULT_OUTPUT)]
+    pub output: PathBuf,
+}
+
+impl Args {
+    pub fn options(self) -> Options {
+        Options {
+            device: self.device,
+            label: self.label,
+            lookup: Lookup {
+                by_label_dir: self.by_label_dir,
+                sys_block_dir: self.sys_block_dir,
+                dev_dir: self.dev_dir,
+            },
+            proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
+            mount_point: self.mount_point,
+            mount: !self.no_mount,
+            runtime_env: self.runtime_env,
+            base_env: self.base_env,
+            key_dir: self.key_dir,
+            build_env: self.build_env,
+            output: if self.output.as_os_str() == "-" {
+                Output::Stdout
+            } else {
+                Output::File(self.output)
+            },
+        }
+    }
+}
+
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    shared::cli::run(TOOL, args, |args: Args| {
+        let report = stack_env::run(&args.options(), &mut std::io::stdout().lock())?;
+        for path in report.unsaved_keys {
+            eprintln!(
+                "{TOOL}: note: {} is missing or empty; printed a one-off key that was not saved",
+                path.display()
+            );
+        }
+        Ok(0)
+    })
+}
