@@ -9,6 +9,7 @@ docker:docker.io
 dockerd:docker.io
 busybox:busybox-static
 mkfs.ext4:e2fsprogs
+mksquashfs:squashfs-tools
 losetup:mount
 unshare:util-linux
 blkid:util-linux

@@ -245,7 +245,7 @@ fn scan(label: &str, lookup: &Lookup) -> Result<Scan> {
                 label: Some(found), ..
             })) if found == label => scan.found.push(device),
             Ok(_) => {}
-            Err(e) => scan.unreadable.push(format!("{}", e)),
+            Err(e) => scan.unreadable.push(e.to_string()),
         }
     }
     Ok(scan)

@@ -149,6 +149,18 @@ pub fn read_optional(path: &Path) -> Result<Option<EnvFile>> {
     }
 }
 
+/// Whether the file at `path` exists and the last definition of `key` in it is exactly
+/// `value` (see [`EnvFile::is_set_to`]): the build-env checks such as
+/// `STACK_EMULATOR_BUILD_SNAPSHOT=1`. A malformed file is an error, not a "no".
+pub fn is_set_in(path: &Path, key: &str, value: &str) -> Result<bool> {
+    Ok(read_optional(path)?.is_some_and(|file| file.is_set_to(key, value)))
+}
+
+/// The value of `key` in the file at `path`: `None` when the file or the key is missing.
+pub fn value_in(path: &Path, key: &str) -> Result<Option<String>> {
+    Ok(read_optional(path)?.and_then(|file| file.get(key).map(str::to_string)))
+}
+
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Parses the bytes of an env file; `name` is what errors call it.
@@ -410,6 +422,28 @@ mod tests {
         assert!(!file.is_set_to("U", "1"));
         assert!(file.is_set_to("V", "1"));
         assert!(!file.is_set_to("W", "1"));
+    }
+
+    #[test]
+    fn file_helpers() {
+        let dir = std::env::temp_dir().join(format!("envfile-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("build-arch.env");
+        std::fs::write(&path, "STACK_EMULATOR_BUILD_ARCH=arm64\n").unwrap();
+        assert!(is_set_in(&path, "STACK_EMULATOR_BUILD_ARCH", "arm64").unwrap());
+        assert_eq!(
+            value_in(&path, "STACK_EMULATOR_BUILD_ARCH")
+                .unwrap()
+                .as_deref(),
+            Some("arm64")
+        );
+        assert_eq!(value_in(&path, "OTHER").unwrap(), None);
+        let missing = dir.join("missing.env");
+        assert!(!is_set_in(&missing, "X", "1").unwrap());
+        assert_eq!(value_in(&missing, "X").unwrap(), None);
+        std::fs::write(&path, "X=$(id)\n").unwrap();
+        assert!(is_set_in(&path, "X", "1").is_err());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

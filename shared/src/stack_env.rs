@@ -8,12 +8,12 @@
 //! the same names, order and values as the original's heredoc.
 //!
 //! The original `source`d runtime.env and then base.env, so for the values it computes with a
-//! definition in base.env wins over one in runtime.env, and within a file the last one wins;
-//! the process environment played no part unless a file was silent, which here it never does
-//! (only the files count). Everything is parsed and validated before anything is written:
-//! required variables, ports (1-65535, digits, no leading zero) and the port prefix, with errors
-//! naming the file, line and variable. The output is replaced atomically with mode 0600, so a
-//! failure leaves the previous file (and the keys) as they were.
+//! definition in base.env wins over one in runtime.env, and within a file the last one wins.
+//! Only the files count: the process environment is never consulted (the original fell back on
+//! it for a variable the files did not set). Everything is parsed and validated before anything
+//! is written: required variables, ports (1-65535, digits, no leading zero) and the port
+//! prefix, with errors naming the file, line and variable. The output is replaced atomically
+//! with mode 0600, so a failure leaves the previous file (and the keys) as they were.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -294,7 +294,7 @@ impl Plan {
 /// `STACK_EMULATOR_BUILD_SNAPSHOT` is exactly `1`. A malformed file is an error rather than a
 /// guess.
 pub fn snapshot_mode(build_env: &Path) -> Result<bool> {
-    Ok(envfile::read_optional(build_env)?.is_some_and(|f| f.is_set_to(SNAPSHOT_VAR, "1")))
+    envfile::is_set_in(build_env, SNAPSHOT_VAR, "1")
 }
 
 /// Where the output goes.

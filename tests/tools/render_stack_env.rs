@@ -370,6 +370,11 @@ fn refusals() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("base.env", b"A=caf\xe9\n".to_vec(), "1: invalid UTF-8"),
         (
             "base.env",
+            b"A=1\r\nB=x\ry\r\n".to_vec(),
+            "2: carriage return inside a line",
+        ),
+        (
+            "base.env",
             b"A=1 # comment\n".to_vec(),
             "1: blank inside an unquoted value (quote the value; an inline '# comment' is not \
              supported)",
@@ -756,7 +761,7 @@ true"#;
 
 /// The filesystem type, source and options of the one mount line printed.
 #[track_caller]
-fn assert_mounted_read_only(run: &Run, device: &str) {
+fn assert_mounted_read_only(run: &Run, fs_type: &str, device: &str) {
     run.success().stderr_is("");
     let lines: Vec<String> = run.stdout_str().lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 1, "one mount expected:\n{}", run.stdout_str());
@@ -768,7 +773,7 @@ fn assert_mounted_read_only(run: &Run, device: &str) {
         lines[0]
     );
     let tail: Vec<&str> = tail.split(' ').collect();
-    assert_eq!(&tail[..2], ["ext4", device], "{}", lines[0]);
+    assert_eq!(&tail[..2], [fs_type, device], "{}", lines[0]);
 }
 
 #[test]
@@ -798,7 +803,7 @@ fn mounts_a_labelled_loop_device_found_through_a_by_label_link() {
             sys.as_os_str(),
         ],
     );
-    assert_mounted_read_only(&run, &device.0);
+    assert_mounted_read_only(&run, "ext4", &device.0);
     assert_eq!(setup.output_text(), read_fixture("expected.env"));
     assert_eq!(mode(&setup.output()), 0o600);
     // The mount lived in the namespace only; the directory was created like mkdir -p.
@@ -832,7 +837,38 @@ fn mounts_a_labelled_loop_device_found_by_scanning_sysfs() {
             empty.as_os_str(),
         ],
     );
-    assert_mounted_read_only(&run, &device.0);
+    assert_mounted_read_only(&run, "ext4", &device.0);
     assert_eq!(setup.output_text(), read_fixture("expected.env"));
     assert_eq!(std::fs::read_dir(&mount_point).unwrap().count(), 0);
+}
+
+#[test]
+fn unprobed_filesystem_is_mounted_through_the_kernel_type_list() {
+    if !loop_prerequisites() || !require(has_program("mksquashfs"), "mksquashfs (squashfs-tools)") {
+        return;
+    }
+    let _serial = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let setup = Setup::seeded();
+    // squashfs has no superblock probe here: only the /proc/filesystems fallback finds it.
+    let image = setup.path("stackcfg.squashfs");
+    let out = Command::new("mksquashfs")
+        .arg(setup.cfg())
+        .arg(&image)
+        .args(["-noappend", "-no-progress", "-quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mksquashfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let device = Loop::attach(&image);
+    let mount_point = setup.path("mnt/stack-runtime");
+    let run = run_in_namespace(
+        &setup,
+        &mount_point,
+        &["--device".as_ref(), device.0.as_ref()],
+    );
+    assert_mounted_read_only(&run, "squashfs", &device.0);
+    assert_eq!(setup.output_text(), read_fixture("expected.env"));
 }
