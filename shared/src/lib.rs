@@ -6,6 +6,7 @@
 //! env-file parser, one mount-table reader and one way of naming environment knobs.
 
 pub mod cli;
+pub mod docker;
 pub mod error;
 pub mod knob;
 pub mod mounts;
