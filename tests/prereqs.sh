@@ -11,6 +11,7 @@ busybox:busybox-static
 mkfs.ext4:e2fsprogs
 losetup:mount
 unshare:util-linux
+nsenter:util-linux
 blkid:util-linux
 "
 missing=""

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod docker;
 pub mod error;
+pub mod hostfs;
 pub mod knob;
 pub mod mounts;
 pub mod provision_log;
