@@ -12,3 +12,4 @@ pub mod hostfs;
 pub mod knob;
 pub mod mounts;
 pub mod provision_log;
+pub mod rotate;

@@ -1,3 +1,4 @@
 mod log_provision;
 mod log_provision_stream;
 mod mount_host_fs;
+mod trigger_fast_rotate;
