@@ -390,6 +390,14 @@ mod tests {
     }
 
     #[test]
+    fn remove_fails_when_the_engine_does_not_answer() {
+        // `false` fails both the removal and the question whether the container exists.
+        let err = Docker::new("false").remove_container("x").unwrap_err();
+        assert_eq!(err.what(), "running `false rm -f x`");
+        assert!(Docker::new("false").container_exists("x").is_err());
+    }
+
+    #[test]
     fn container_names_match_exactly() {
         let output = "stack-build-init\nmy.stack\r\n";
         assert!(names_include(output, "stack-build-init"));

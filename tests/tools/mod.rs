@@ -1,3 +1,4 @@
+mod docker_harness;
 mod log_provision;
 mod log_provision_stream;
 mod mount_host_fs;
