@@ -12,6 +12,7 @@ mkfs.ext4:e2fsprogs
 mksquashfs:squashfs-tools
 losetup:mount
 unshare:util-linux
+nsenter:util-linux
 blkid:util-linux
 "
 missing=""

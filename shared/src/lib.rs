@@ -8,10 +8,13 @@
 pub mod atomic;
 pub mod blockdev;
 pub mod cli;
+pub mod docker;
 pub mod envfile;
 pub mod error;
+pub mod hostfs;
 pub mod keystore;
 pub mod knob;
 pub mod mounts;
 pub mod provision_log;
+pub mod rotate;
 pub mod stack_env;

@@ -111,6 +111,18 @@ pub fn at<'a>(table: &'a [Mount], path: &Path) -> Vec<&'a Mount> {
     table.iter().filter(|m| m.mount_point == path).collect()
 }
 
+/// The mount a lookup of `path` sees: of the mounts stacked at `path`, the one nothing else at
+/// `path` is mounted on. The table's order is not relied on (propagation can list a mount before
+/// the one it sits on).
+pub fn top<'a>(table: &'a [Mount], path: &Path) -> Option<&'a Mount> {
+    let stack = at(table, path);
+    stack
+        .iter()
+        .rev()
+        .find(|m| !stack.iter().any(|above| above.parent == m.id))
+        .copied()
+}
+
 /// Whether `path` is a mount point in the calling process's namespace (`mountpoint -q`).
 pub fn is_mount_point(path: &Path) -> Result<bool> {
     let path = std::fs::canonicalize(path).context(|| format!("resolving {}", path.display()))?;
@@ -148,6 +160,20 @@ mod tests {
         let host = at(&table, Path::new("/host"));
         assert_eq!(host.len(), 2);
         assert_eq!(host.last().unwrap().fs_type, "9p");
+    }
+
+    #[test]
+    fn top_follows_parent_links_not_table_order() {
+        let table = parse(SAMPLE).unwrap();
+        assert_eq!(top(&table, Path::new("/host")).unwrap().id, 36);
+        let reordered = parse(
+            "36 35 0:31 / /host rw - 9p hostfs rw\n\
+             22 1 252:1 / / rw - ext4 /dev/vda1 rw\n\
+             35 22 0:30 / /host rw shared:12 - tmpfs tmpfs rw\n",
+        )
+        .unwrap();
+        assert_eq!(top(&reordered, Path::new("/host")).unwrap().id, 36);
+        assert_eq!(top(&table, Path::new("/nothing")), None);
     }
 
     #[test]

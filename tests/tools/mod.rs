@@ -1,3 +1,6 @@
+mod docker_harness;
 mod log_provision;
 mod log_provision_stream;
+mod mount_host_fs;
 mod render_stack_env;
+mod trigger_fast_rotate;

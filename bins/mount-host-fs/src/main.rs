@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    mount_host_fs::main(std::env::args_os())
+}

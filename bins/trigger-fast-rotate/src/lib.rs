@@ -1,0 +1,63 @@
+//! `trigger-fast-rotate`: fresh secrets from stdin to `rotate-secrets` in the stack container.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use shared::docker::{DEFAULT_PROGRAM, Docker};
+use shared::rotate::{self, DEFAULT_CONTAINER};
+
+const TOOL: &str = "trigger-fast-rotate";
+
+/// Pass fresh secrets from stdin to rotate-secrets in the stack container.
+///
+/// Reads exactly these four lines from stdin, in any order, each once:
+///
+///   STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY=<64 hex>
+///   STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY=<64 hex>
+///   STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY=<64 hex>
+///   CRON_SECRET=<64 hex>
+///
+/// Each value is exactly 64 characters 0-9, a-f, A-F. Nothing else is allowed on a line: no
+/// spaces, quotes, `export` or comments. Lines end with LF or CRLF, the last may have no line
+/// end, blank lines are ignored; at most 64 KiB are read. Input is data only: nothing in it is
+/// executed, and the values are never written to disk or shown in a message.
+///
+/// Then replaces itself with
+///
+///   docker exec -e STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY \
+///       -e STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY \
+///       -e STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY \
+///       -e CRON_SECRET stack /usr/local/bin/rotate-secrets
+///
+/// with the four values in docker's environment, never in its arguments, so rotate-secrets'
+/// exit status is this tool's.
+#[derive(Parser)]
+#[command(name = TOOL, version, verbatim_doc_comment)]
+#[command(after_help = "Exit status:\n  \
+    rotate-secrets' (or docker exec's) status once docker runs\n  \
+    2    bad usage, or stdin rejected (nothing was run; the message names the line and key)\n  \
+    126  docker could not be started\n  \
+    127  docker was not found\n\n\
+    The docker client honours DOCKER_HOST.")]
+pub struct Args {
+    /// The container to run rotate-secrets in.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CONTAINER)]
+    pub container: OsString,
+
+    /// The docker client program.
+    #[arg(long, value_name = "PROGRAM", default_value = DEFAULT_PROGRAM)]
+    pub docker: OsString,
+}
+
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    shared::cli::run(TOOL, args, |args: Args| {
+        let secrets = rotate::read(std::io::stdin().lock())?;
+        let docker = Docker::new(args.docker);
+        Err(rotate::command(&docker, &args.container, &secrets).exec())
+    })
+}

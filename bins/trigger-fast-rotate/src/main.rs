@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    trigger_fast_rotate::main(std::env::args_os())
+}

@@ -1,0 +1,408 @@
+//! The one way the tools drive docker: its command-line client, with argv only.
+//!
+//! Why the CLI and not the engine's API socket: the original scripts' exact `docker` arguments
+//! are the contract (CONTRACT.md quotes them; `docker run … stack-local-emulator` and
+//! `docker exec -e … stack /usr/local/bin/rotate-secrets` must stay as they are), the CLI already
+//! honours `DOCKER_HOST`, contexts and the config file the way an operator expects, and running
+//! the same program with the same arguments lets an operator replay any step by hand. An HTTP
+//! client for the socket would re-implement `run`, `exec` and `load` and still have to be proven
+//! to match.
+//!
+//! Every command is a program and a list of arguments handed to `execve` (through `duct`, or
+//! `exec` when the tool hands its process over), never a string a shell parses, so nothing read
+//! from a file, stdin or the network can become a command. Secrets never go into argv, where
+//! every user of the machine can read them in `/proc/*/cmdline`: [`DockerCommand::secret_env`]
+//! puts `-e NAME` in argv and the value in the client's environment, from which docker copies it
+//! into the container. Values are redacted in `Debug` and never part of a displayed command.
+//!
+//! Errors name the whole command as an operator would type it, its exit status and the last lines
+//! of its stderr, so that "docker failed" always says which call and why.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::ExitStatus;
+
+use crate::error::{Error, Result};
+
+/// The program run when no other is configured; `DOCKER_HOST` is honoured by the program itself.
+pub const DEFAULT_PROGRAM: &str = "docker";
+
+/// How many of the last stderr lines an error quotes, and at most how many bytes of them.
+const STDERR_TAIL_LINES: usize = 5;
+const STDERR_TAIL_BYTES: usize = 1000;
+
+/// The docker client program to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Docker {
+    program: OsString,
+}
+
+impl Default for Docker {
+    fn default() -> Self {
+        Docker::new(DEFAULT_PROGRAM)
+    }
+}
+
+impl Docker {
+    /// A client run as `program` (a name looked up on PATH, or a path).
+    pub fn new(program: impl Into<OsString>) -> Self {
+        Docker {
+            program: program.into(),
+        }
+    }
+
+    pub fn program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// `docker ARGS…`, to be extended and then run.
+    pub fn command<I, S>(&self, args: I) -> DockerCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        DockerCommand {
+            program: self.program.clone(),
+            args: args.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Whether a container (running or not) is named exactly `name`.
+    pub fn container_exists(&self, name: &str) -> Result<bool> {
+        // The name filter is a regular expression and matches substrings, so the names it
+        // returns are compared exactly here rather than trusting the filter.
+        let names = self
+            .command(["ps", "--all", "--no-trunc", "--format", "{{.Names}}"])
+            .args(["--filter", &format!("name={name}")])
+            .read()?;
+        Ok(names_include(&names, name))
+    }
+
+    /// `docker rm -f NAME`; a container that does not exist is not an error.
+    pub fn remove_container(&self, name: &str) -> Result<()> {
+        match self.command(["rm", "-f", name]).read() {
+            Ok(_) => Ok(()),
+            // Older engines fail `rm -f` on a missing container; asking again tells that apart
+            // from a real failure without parsing their wording.
+            Err(err) => match self.container_exists(name) {
+                Ok(false) => Ok(()),
+                _ => Err(err),
+            },
+        }
+    }
+}
+
+/// Whether `name` is one of the lines of `docker ps --format {{.Names}}` output.
+fn names_include(output: &str, name: &str) -> bool {
+    output
+        .lines()
+        .any(|line| line.trim_end_matches('\r') == name)
+}
+
+/// A value passed to the client's environment only; never printed.
+#[derive(Clone)]
+struct Secret(OsString);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One docker invocation: the program, its arguments, and values for its environment.
+#[derive(Debug, Clone)]
+pub struct DockerCommand {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(String, Secret)>,
+}
+
+impl DockerCommand {
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Appends `-e NAME` to the arguments and gives the client `NAME=value` in its environment,
+    /// from which `docker run`/`docker exec` copy it into the container. The value never appears
+    /// in argv, in `Debug` or in [`fmt::Display`].
+    pub fn secret_env(mut self, name: &str, value: impl Into<OsString>) -> Self {
+        self.args.push("-e".into());
+        self.args.push(name.into());
+        self.env.push((name.to_string(), Secret(value.into())));
+        self
+    }
+
+    /// The program and its arguments, as `execve` receives them.
+    pub fn argv(&self) -> Vec<&OsStr> {
+        std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(OsString::as_os_str))
+            .collect()
+    }
+
+    /// The names this command sets in the client's environment, in order.
+    pub fn env_names(&self) -> impl Iterator<Item = &str> {
+        self.env.iter().map(|(name, _)| name.as_str())
+    }
+
+    fn expression(&self) -> duct::Expression {
+        self.env.iter().fold(
+            duct::cmd(&self.program, &self.args),
+            |expr, (name, Secret(value))| expr.env(name, value),
+        )
+    }
+
+    /// Runs to completion with stdin closed, stdout and stderr captured; returns stdout (lossy
+    /// UTF-8, trailing newlines removed). A non-zero exit is an error naming the command, its
+    /// status and the tail of its stderr.
+    pub fn read(&self) -> Result<String> {
+        let output = self
+            .expression()
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .map_err(|err| self.start_error(&err))?;
+        if !output.status.success() {
+            return Err(Error::new(
+                format!("running `{self}`"),
+                format!(
+                    "{}: {}",
+                    describe(output.status),
+                    stderr_tail(&output.stderr)
+                ),
+            ));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(text.trim_end_matches(['\n', '\r']).to_string())
+    }
+
+    /// Runs to completion with stdin, stdout and stderr inherited and returns its exit status,
+    /// whatever it is; only failing to start is an error.
+    pub fn status(&self) -> Result<ExitStatus> {
+        self.expression()
+            .unchecked()
+            .run()
+            .map(|output| output.status)
+            .map_err(|err| self.start_error(&err))
+    }
+
+    /// Replaces this process with the command (its exit status becomes ours). Returns only when
+    /// that failed: the error's code is 127 when the program was not found, else 126, as a
+    /// shell's `exec` would exit.
+    pub fn exec(self) -> Error {
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args);
+        for (name, Secret(value)) in &self.env {
+            cmd.env(name, value);
+        }
+        let err = cmd.exec();
+        let code = if err.kind() == io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        };
+        self.start_error(&err).with_code(code)
+    }
+
+    fn start_error(&self, err: &io::Error) -> Error {
+        let why = if err.kind() == io::ErrorKind::NotFound {
+            format!(
+                "{err} (is `{}` installed and on PATH?)",
+                self.program.to_string_lossy()
+            )
+        } else {
+            err.to_string()
+        };
+        Error::new(format!("running `{self}`"), why)
+    }
+}
+
+/// The command as an operator would type it (arguments quoted for a POSIX shell where needed).
+/// Holds no secret value: those are only ever in the environment.
+impl fmt::Display for DockerCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words: Vec<String> = self
+            .argv()
+            .iter()
+            .map(|word| shell_words::quote(&word.to_string_lossy()).into_owned())
+            .collect();
+        f.write_str(&words.join(" "))
+    }
+}
+
+/// `exit status 3` or `killed by signal 9`.
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// The last few non-blank lines of `stderr`, joined with `; `, at most a fixed number of bytes.
+fn stderr_tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return "no output on stderr".to_string();
+    }
+    let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("; ");
+    if tail.len() <= STDERR_TAIL_BYTES {
+        return tail;
+    }
+    let mut start = tail.len() - STDERR_TAIL_BYTES;
+    while !tail.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &tail[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rotate_like() -> DockerCommand {
+        Docker::default()
+            .command(["exec"])
+            .secret_env("A_KEY", "s3cr3t-value")
+            .secret_env("B_KEY", "other-secret")
+            .args(["stack", "/usr/local/bin/rotate-secrets"])
+    }
+
+    #[test]
+    fn secrets_are_names_in_argv_and_values_in_env() {
+        let cmd = rotate_like();
+        assert_eq!(
+            cmd.argv(),
+            [
+                "docker",
+                "exec",
+                "-e",
+                "A_KEY",
+                "-e",
+                "B_KEY",
+                "stack",
+                "/usr/local/bin/rotate-secrets"
+            ]
+        );
+        assert_eq!(cmd.env_names().collect::<Vec<_>>(), ["A_KEY", "B_KEY"]);
+        for shown in [cmd.to_string(), format!("{cmd:?}")] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(!shown.contains("other-secret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn display_quotes_like_a_shell() {
+        let cmd = Docker::new("/opt/my docker").command(["ps", "--format", "{{.Names}}", "a'b"]);
+        assert_eq!(
+            cmd.to_string(),
+            r#"'/opt/my docker' ps --format {{.Names}} 'a'\''b'"#
+        );
+    }
+
+    #[test]
+    fn secret_reaches_the_child_environment_only() {
+        let out = Docker::new("sh")
+            .command(["-c", "printf %s \"$A_KEY\""])
+            .secret_env("A_KEY", "v4lue")
+            .read()
+            .unwrap();
+        // `-e A_KEY` follows the script as positional parameters; only the value matters here.
+        assert_eq!(out, "v4lue");
+    }
+
+    #[test]
+    fn failure_names_command_status_and_stderr_tail() {
+        let err = Docker::new("sh")
+            .command([
+                "-c",
+                "for i in 1 2 3 4 5 6 7; do echo line$i >&2; done; exit 3",
+            ])
+            .read()
+            .unwrap_err();
+        assert_eq!(
+            err.what(),
+            "running `sh -c 'for i in 1 2 3 4 5 6 7; do echo line$i >&2; done; exit 3'`"
+        );
+        assert_eq!(
+            err.why(),
+            "exit status 3: line3; line4; line5; line6; line7"
+        );
+    }
+
+    #[test]
+    fn silent_failure_says_so() {
+        let err = Docker::new("false").command(["x"]).read().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "running `false x`: exit status 1: no output on stderr"
+        );
+    }
+
+    #[test]
+    fn missing_program_is_a_clear_error() {
+        let err = Docker::new("/nonexistent/docker")
+            .command(["ps"])
+            .read()
+            .unwrap_err();
+        assert_eq!(err.what(), "running `/nonexistent/docker ps`");
+        assert!(
+            err.why().contains("is `/nonexistent/docker` installed"),
+            "{err}"
+        );
+        let err = Docker::new("/nonexistent/docker").command(["ps"]).exec();
+        assert_eq!(err.code(), 127);
+    }
+
+    #[test]
+    fn status_is_returned_not_an_error() {
+        let status = Docker::new("sh")
+            .command(["-c", "exit 4"])
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(4));
+    }
+
+    #[test]
+    fn long_stderr_is_cut_from_the_front() {
+        let tail = stderr_tail("é".repeat(2000).as_bytes());
+        assert!(tail.starts_with('…'));
+        assert!(tail.len() <= STDERR_TAIL_BYTES + '…'.len_utf8());
+    }
+
+    #[test]
+    fn remove_fails_when_the_engine_does_not_answer() {
+        // `false` fails both the removal and the question whether the container exists.
+        let err = Docker::new("false").remove_container("x").unwrap_err();
+        assert_eq!(err.what(), "running `false rm -f x`");
+        assert!(Docker::new("false").container_exists("x").is_err());
+    }
+
+    #[test]
+    fn container_names_match_exactly() {
+        let output = "stack-build-init\nmy.stack\r\n";
+        assert!(names_include(output, "stack-build-init"));
+        assert!(names_include(output, "my.stack"));
+        assert!(!names_include(output, "stack"));
+        assert!(!names_include("", "stack"));
+    }
+}
