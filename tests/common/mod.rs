@@ -11,6 +11,8 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod fake_emulator;
+pub mod sandbox;
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -60,6 +62,14 @@ pub struct Cmd {
 }
 
 impl Cmd {
+    /// Wraps a prepared command (e.g. one that enters a sandbox first).
+    pub fn from_command(cmd: Command) -> Self {
+        Cmd {
+            cmd,
+            stdin: Vec::new(),
+        }
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.cmd.arg(arg);
         self

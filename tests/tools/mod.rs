@@ -1,4 +1,5 @@
 mod docker_harness;
+mod fake_emulator;
 mod log_provision;
 mod log_provision_stream;
 mod mount_host_fs;
