@@ -7,52 +7,36 @@
 //! idempotence paths mount a tmpfs with source `hostfs` in its place (`--fs-type tmpfs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use shared::mounts::{self, Mount};
+
+use crate::common::sandbox::Sandbox;
 use crate::common::*;
 
 const TOOL: &str = "mount-host-fs";
 
 /// A private mount namespace with a tmpfs at `base`; gone when dropped.
 struct MountNs {
-    holder: Child,
+    sandbox: Sandbox,
     base: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl MountNs {
     fn new() -> MountNs {
-        let dir = scratch();
-        let base = dir.path().join("mnt");
+        let sandbox = Sandbox::new();
+        let base = sandbox.path("mnt");
         std::fs::create_dir(&base).unwrap();
-        let holder = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sleep", "600"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("run unshare");
-        // Entering the holder before unshare(2) and exec would mean mounting in the machine's
-        // own namespace: wait until it is `sleep`, which it becomes only after both.
-        let comm = format!("/proc/{}/comm", holder.id());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(&comm).ok().as_deref() != Some("sleep\n") {
-            assert!(Instant::now() < deadline, "unshare did not start sleep");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let ns = MountNs {
-            holder,
-            base,
-            _dir: dir,
-        };
-        assert_ne!(
-            std::fs::read_link(format!("/proc/{}/ns/mnt", ns.holder.id())).unwrap(),
-            std::fs::read_link("/proc/self/ns/mnt").unwrap(),
-            "the holder must be in a namespace of its own"
+        sandbox.ok(
+            "mount",
+            [
+                "-t".as_ref(),
+                "tmpfs".as_ref(),
+                "hexclave-scratch".as_ref(),
+                base.as_os_str(),
+            ],
         );
-        ns.run("mount", ["-t", "tmpfs", "hexclave-scratch"])
-            .arg(&ns.base)
-            .run_ok();
-        ns
+        MountNs { sandbox, base }
     }
 
     /// `program ARGS…` inside the namespace.
@@ -61,12 +45,8 @@ impl MountNs {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id()))
-            .arg("--")
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null());
+        let mut cmd = self.sandbox.command(program);
+        cmd.args(args);
         NsCmd(cmd)
     }
 
@@ -79,14 +59,12 @@ impl MountNs {
     }
 
     /// The namespace's mount table, as `cat /proc/self/mountinfo` in it prints it.
-    fn mountinfo(&self) -> Vec<MountLine> {
-        let text = self.run("cat", ["/proc/self/mountinfo"]).run_ok();
-        text.lines().map(MountLine::parse).collect()
+    fn mountinfo(&self) -> Vec<Mount> {
+        mounts::parse(&self.run("cat", ["/proc/self/mountinfo"]).run_ok()).unwrap()
     }
 
     /// The mounts at `path`, oldest first.
-    fn mounts_at(&self, path: &Path) -> Vec<MountLine> {
-        let path = path.to_str().unwrap();
+    fn mounts_at(&self, path: &Path) -> Vec<Mount> {
         self.mountinfo()
             .into_iter()
             .filter(|m| m.mount_point == path)
@@ -94,22 +72,9 @@ impl MountNs {
     }
 }
 
-impl Drop for MountNs {
-    fn drop(&mut self) {
-        // Our own child: killing it ends the namespace and every mount in it.
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
 struct NsCmd(Command);
 
 impl NsCmd {
-    fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
-        self.0.arg(arg);
-        self
-    }
-
     fn run(mut self) -> Run {
         Run(self.0.output().expect("run nsenter"))
     }
@@ -122,39 +87,8 @@ impl NsCmd {
     }
 }
 
-/// The fields of a mountinfo line these tests look at (proc(5)).
-#[derive(Debug)]
-struct MountLine {
-    id: String,
-    parent: String,
-    mount_point: String,
-    tags: Vec<String>,
-    fs_type: String,
-    source: String,
-}
-
-impl MountLine {
-    fn parse(line: &str) -> MountLine {
-        let (head, tail) = line.split_once(" - ").expect("mountinfo separator");
-        let head: Vec<&str> = head.split(' ').collect();
-        let tail: Vec<&str> = tail.split(' ').collect();
-        MountLine {
-            id: head[0].to_string(),
-            parent: head[1].to_string(),
-            mount_point: head[4].to_string(),
-            tags: head[6..].iter().map(|t| t.to_string()).collect(),
-            fs_type: tail[0].to_string(),
-            source: tail[1].to_string(),
-        }
-    }
-
-    fn is_shared(&self) -> bool {
-        self.tags.iter().any(|t| t.starts_with("shared:"))
-    }
-}
-
 fn can_unshare() -> bool {
-    is_root() && has_program("unshare") && has_program("nsenter")
+    crate::common::sandbox::available()
 }
 
 const NO_NS: &str = "root, unshare and nsenter (util-linux)";

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use crate::common::sandbox::{self, LoopDevice};
 use crate::common::*;
 
 const TOOL: &str = "render-stack-env";
@@ -671,53 +672,14 @@ fn version_and_bad_flag() {
 /// unambiguous.
 static LOOP_LOCK: Mutex<()> = Mutex::new(());
 
-/// An attached loop device, detached when dropped (also when the test fails).
-struct Loop(String);
-
-impl Loop {
-    fn attach(image: &Path) -> Loop {
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(image)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
 fn loop_prerequisites() -> bool {
-    require(is_root(), "root (loop devices and mounts)")
-        && require(has_program("losetup"), "losetup (util-linux)")
-        && require(has_program("mkfs.ext4"), "mkfs.ext4 (e2fsprogs)")
-        && require(has_program("unshare"), "unshare (util-linux)")
+    sandbox::loop_available()
 }
 
 /// An ext4 image labelled `label` holding the fixture env files.
 fn labelled_image(setup: &Setup, label: &str) -> PathBuf {
     let image = setup.path("stackcfg.ext4");
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-L", label, "-d"])
-        .arg(setup.cfg())
-        .arg(&image)
-        .arg("16M")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mkfs.ext4: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sandbox::ext4_image(&image, label, &setup.cfg(), "16M");
     image
 }
 
@@ -784,7 +746,7 @@ fn mounts_a_labelled_loop_device_found_through_a_by_label_link() {
     let _serial = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let setup = Setup::seeded();
     let image = labelled_image(&setup, "STACKCFG");
-    let device = Loop::attach(&image);
+    let device = LoopDevice::attach(&image);
     let by_label = setup.path("by-label");
     std::fs::create_dir_all(&by_label).unwrap();
     std::os::unix::fs::symlink(&device.0, by_label.join("STACKCFG")).unwrap();
@@ -822,7 +784,7 @@ fn mounts_a_labelled_loop_device_found_by_scanning_sysfs() {
     // STACKCFG disk attached: a label of our own keeps the match unique.
     let label = format!("RSE{}", std::process::id() % 10_000_000);
     let image = labelled_image(&setup, &label);
-    let device = Loop::attach(&image);
+    let device = LoopDevice::attach(&image);
     let empty = setup.path("no-by-label");
     std::fs::create_dir_all(&empty).unwrap();
     let mount_point = setup.path("mnt/stack-runtime");
@@ -862,7 +824,7 @@ fn unprobed_filesystem_is_mounted_through_the_kernel_type_list() {
         "mksquashfs: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let device = Loop::attach(&image);
+    let device = LoopDevice::attach(&image);
     let mount_point = setup.path("mnt/stack-runtime");
     let run = run_in_namespace(
         &setup,
