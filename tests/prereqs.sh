@@ -12,6 +12,8 @@ mkfs.ext4:e2fsprogs
 losetup:mount
 unshare:util-linux
 blkid:util-linux
+qemu-aarch64-static:qemu-user-static
+cloud-init:cloud-init
 "
 missing=""
 for entry in $need; do
