@@ -10,6 +10,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -40,21 +41,12 @@ const MULTICALL: &str = "emulator-tools";
 #[command(after_help = tools_help())]
 pub struct Args {
     /// Print the name of every tool, one per line.
-    #[arg(long, conflicts_with_all = ["install", "tool"])]
+    #[arg(long, conflicts_with = "install")]
     pub list: bool,
 
     /// Link every tool name in DIR to this binary.
-    #[arg(long, value_name = "DIR", conflicts_with = "tool")]
+    #[arg(long, value_name = "DIR")]
     pub install: Option<PathBuf>,
-
-    /// The tool to run (see --list).
-    #[arg(value_name = "TOOL", hide = true)]
-    pub tool: Option<OsString>,
-
-    /// The tool's arguments.
-    #[arg(value_name = "ARGS", hide = true, num_args = 0.., allow_hyphen_values = true,
-          trailing_var_arg = true)]
-    pub args: Vec<OsString>,
 }
 
 fn tools_help() -> String {
@@ -80,21 +72,25 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     if let Some(tool) = called_as.and_then(tools::find) {
         return (tool.main)(args);
     }
-    if let Some(tool) = args.get(1).and_then(|arg1| tools::find(arg1)) {
-        // The tool sees its own name first, as if it had been called by it.
-        args.remove(0);
-        return (tool.main)(args);
+    if let Some(arg1) = args.get(1) {
+        if let Some(tool) = tools::find(arg1) {
+            // The tool sees its own name first, as if it had been called by it.
+            args.remove(0);
+            return (tool.main)(args);
+        }
+        if !arg1.as_bytes().starts_with(b"-") {
+            let err = Error::usage(
+                format!("unknown tool {:?}", arg1.to_string_lossy()),
+                format!("`{MULTICALL} --list` prints the tools"),
+            );
+            shared::cli::report(MULTICALL, &err);
+            return ExitCode::from(err.code());
+        }
     }
     shared::cli::run(MULTICALL, args, front)
 }
 
 fn front(args: Args) -> Result<u8, Error> {
-    if let Some(name) = args.tool {
-        return Err(Error::usage(
-            format!("unknown tool {:?}", name.to_string_lossy()),
-            format!("`{MULTICALL} --list` prints the tools"),
-        ));
-    }
     if args.list {
         let mut out = std::io::stdout().lock();
         for tool in tools::TOOLS {
