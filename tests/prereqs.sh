@@ -14,6 +14,8 @@ losetup:mount
 unshare:util-linux
 nsenter:util-linux
 blkid:util-linux
+qemu-aarch64-static:qemu-user-static
+cloud-init:cloud-init
 "
 missing=""
 for entry in $need; do

@@ -1,7 +1,9 @@
 mod docker_harness;
+mod emulator_tools;
 mod fake_emulator;
 mod log_provision;
 mod log_provision_stream;
 mod mount_host_fs;
 mod render_stack_env;
 mod trigger_fast_rotate;
+mod user_data;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    emulator_tools::main(std::env::args_os())
+}

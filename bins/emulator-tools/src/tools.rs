@@ -1,0 +1,100 @@
+//! The one table of tools.
+//!
+//! Everything that needs to know which tools exist reads [`TOOLS`]: the dispatcher, `--list`,
+//! `--install` and the test that the table matches the crates under `bins/`. Adding a tool is
+//! one line here (plus its dependency line in this crate's `Cargo.toml`). Keep the table in
+//! alphabetical order: `--list` prints it as it stands.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+/// One tool: the name it is installed and called by, and the pair every tool crate exports.
+pub struct Tool {
+    /// The exact program name, as in the original user-data (`/usr/local/bin/<name>`).
+    pub name: &'static str,
+    /// The tool's `main`, given the full argument list with the tool's name first.
+    pub main: fn(Vec<OsString>) -> ExitCode,
+    /// The tool's clap command (for its description in `--help`).
+    pub command: fn() -> clap::Command,
+}
+
+macro_rules! tools {
+    ($($name:literal => $krate:ident,)*) => {
+        /// Every tool, in alphabetical order.
+        pub const TOOLS: &[Tool] = &[$(Tool {
+            name: $name,
+            main: |args| $krate::main(args),
+            command: $krate::command,
+        },)*];
+    };
+}
+
+tools! {
+    "log-provision" => log_provision,
+    "log-provision-stream" => log_provision_stream,
+}
+
+/// The tool called exactly `name`, if any. No prefix or suffix matching: the names share
+/// hyphenated parts (`log-provision`, `log-provision-stream`), so only equality is unambiguous.
+pub fn find(name: &std::ffi::OsStr) -> Option<&'static Tool> {
+    TOOLS.iter().find(|tool| name == tool.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_each_tools_own_command_name() {
+        for tool in TOOLS {
+            assert_eq!((tool.command)().get_name(), tool.name);
+        }
+    }
+
+    #[test]
+    fn table_is_sorted_and_without_duplicates() {
+        let names: Vec<&str> = TOOLS.iter().map(|t| t.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+    }
+
+    /// The table holds exactly the tool crates under `bins/` (every one but this crate).
+    #[test]
+    fn table_matches_the_crates_under_bins() {
+        let bins = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let mut crates: Vec<String> = std::fs::read_dir(bins)
+            .unwrap()
+            .map(|entry| entry.unwrap())
+            .filter(|entry| entry.path().join("Cargo.toml").is_file())
+            .map(|entry| entry.file_name().into_string().unwrap())
+            .filter(|name| name != env!("CARGO_PKG_NAME"))
+            .collect();
+        crates.sort_unstable();
+        let names: Vec<&str> = TOOLS.iter().map(|t| t.name).collect();
+        assert_eq!(
+            names, crates,
+            "add the missing tools to the table in src/tools.rs (and to Cargo.toml)"
+        );
+    }
+
+    #[test]
+    fn find_takes_exact_names_only() {
+        assert_eq!(
+            find("log-provision".as_ref()).map(|t| t.name),
+            Some("log-provision")
+        );
+        for near in [
+            "provision-stream",
+            "xlog-provision",
+            "log-provision.sh",
+            "LOG-PROVISION",
+            "",
+        ] {
+            assert!(find(near.as_ref()).is_none(), "{near}");
+        }
+    }
+}

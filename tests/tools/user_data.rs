@@ -1,0 +1,562 @@
+//! The generated cloud-init user-data (render-user-data on cloud-init/user-data.template):
+//! valid for cloud-init, the original everywhere but the tool installation, a payload that
+//! decodes to the built binary, and a first runcmd step that stops everything on a bad binary.
+//!
+//! Parsing, decoding and runcmd script writing go through cloud-init's own Python code
+//! (`tests/fixtures/user_data/cloud_init.py`, run with Debian's python3 and its `cloudinit`
+//! package), so what is checked is what a guest does; a Rust YAML parser could differ from
+//! cloud-init's PyYAML on exactly the corner cases that matter.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::emulator_tools::{AARCH64, X86_64, musl_built, musl_multicall, run_program, workspace};
+use crate::common::*;
+
+const GENERATOR: &str = "render-user-data";
+const BINARY_PATH: &str = "/usr/local/lib/emulator-tools/emulator-tools";
+const PYTHON: &str = "/usr/bin/python3";
+/// The twelve scripts of the original user-data, in its order: what the one binary replaces.
+const SCRIPTS: [&str; 12] = [
+    "install-emulator-containers",
+    "render-stack-env",
+    "mount-host-fs",
+    "run-stack-container",
+    "wait-for-deps",
+    "log-provision",
+    "log-provision-stream",
+    "run-build-migrations",
+    "slim-docker-image",
+    "wait-for-stack-ready",
+    "trigger-fast-rotate",
+    "provision-build",
+];
+
+/// The original user-data: the project's reference, beside the workspace (as on every
+/// developer's machine and in CI), or where HEXCLAVE_ORIGINAL_USER_DATA says.
+fn original() -> PathBuf {
+    std::env::var_os("HEXCLAVE_ORIGINAL_USER_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared/reference/user-data.orig"))
+}
+
+fn template() -> PathBuf {
+    workspace().join("cloud-init/user-data.template")
+}
+
+/// Whether cloud-init's Python code is there to read user-data with; `make test` installs it.
+fn have_cloud_init() -> bool {
+    has_program("cloud-init") && Path::new(PYTHON).is_file()
+}
+
+/// Renders the user-data of `triple` into `dir`; returns its path.
+fn render(triple: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{triple}.user-data"));
+    let run = tool(GENERATOR)
+        .arg("--template")
+        .arg(template())
+        .arg("--binary")
+        .arg(musl_multicall(triple))
+        .arg("--output")
+        .arg(&out)
+        .run();
+    run.success().stderr_is("");
+    assert!(
+        run.stdout_str()
+            .starts_with(&format!("{}: ", out.display())),
+        "{}",
+        run.stdout_str()
+    );
+    out
+}
+
+/// Runs the cloud-init helper; returns its stdout.
+fn helper(args: &[&OsStr]) -> String {
+    let script = workspace().join("tests/fixtures/user_data/cloud_init.py");
+    let mut argv = vec![script.as_os_str()];
+    argv.extend_from_slice(args);
+    let run = run_program(PYTHON, &argv, &[], b"");
+    run.success();
+    run.stdout_str()
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// The SHA-256 of a file, by coreutils (independent of the generator's sha2).
+fn sha256sum(path: &Path) -> String {
+    let run = run_program("sha256sum", &[path], &[], b"");
+    run.success();
+    run.stdout_str()[..64].to_string()
+}
+
+/// Both renderings, or `None` (after a skip note) when a prerequisite is missing.
+macro_rules! rendered {
+    ($dir:expr) => {{
+        require!(
+            have_cloud_init(),
+            "cloud-init and /usr/bin/python3 (Debian's cloud-init)"
+        );
+        let mut files = Vec::new();
+        for triple in [X86_64, AARCH64] {
+            let (built, what) = musl_built(triple);
+            require!(built, &what);
+            files.push((triple, render(triple, $dir)));
+        }
+        files
+    }};
+}
+
+#[test]
+fn passes_cloud_init_schema_validation() {
+    let dir = scratch();
+    for (_, file) in rendered!(dir.path()) {
+        let run = run_program(
+            "cloud-init",
+            &[os("schema"), os("--config-file"), file.as_os_str()],
+            &[],
+            b"",
+        );
+        run.success();
+        assert!(
+            run.stdout_str()
+                .contains(&format!("Valid cloud-config: {}", file.display())),
+            "{}",
+            run.stdout_str()
+        );
+        // The validator does validate: a bad encoding in the same file is rejected.
+        let bad = dir.path().join("bad.user-data");
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(
+            &bad,
+            text.replacen("encoding: gz+b64", "encoding: gz+b99", 1),
+        )
+        .unwrap();
+        let run = run_program(
+            "cloud-init",
+            &[os("schema"), os("--config-file"), bad.as_os_str()],
+            &[],
+            b"",
+        );
+        assert_ne!(run.code(), Some(0), "{}", run.stdout_str());
+    }
+}
+
+#[test]
+fn fits_in_one_mebibyte() {
+    let dir = scratch();
+    for (triple, file) in rendered!(dir.path()) {
+        let size = std::fs::metadata(&file).unwrap().len();
+        assert!(size <= 1 << 20, "{triple}: {size} bytes");
+    }
+}
+
+/// Parsed as cloud-init parses it, the document is the original's once the twelve scripts and
+/// runcmd are taken out of the original and the binary and runcmd out of ours: same keys, same
+/// values, same order.
+#[test]
+fn same_document_as_the_original_outside_the_replaced_entries() {
+    require!(
+        original().is_file(),
+        "the original user-data (shared/reference/user-data.orig)"
+    );
+    let dir = scratch();
+    let files = rendered!(dir.path());
+    let script_paths: Vec<String> = SCRIPTS
+        .iter()
+        .map(|s| format!("/usr/local/bin/{s}"))
+        .collect();
+    let original_paths = helper(&[os("paths"), original().as_os_str()]);
+    let mut expected: Vec<&str> = original_paths
+        .lines()
+        .filter(|p| p.starts_with("/usr/local/bin/"))
+        .collect();
+    expected.sort_unstable();
+    let mut scripts: Vec<&str> = script_paths.iter().map(String::as_str).collect();
+    scripts.sort_unstable();
+    assert_eq!(expected, scripts, "the original's scripts");
+
+    let original = original();
+    let mut drop: Vec<&OsStr> = vec![os("without"), original.as_os_str()];
+    drop.extend(script_paths.iter().map(|p| os(p)));
+    let original_rest = helper(&drop);
+    assert!(
+        original_rest.contains("\"/etc/systemd/system/stack.service\""),
+        "{original_rest}"
+    );
+    for (triple, file) in files {
+        let ours = helper(&[os("without"), file.as_os_str(), os(BINARY_PATH)]);
+        assert_eq!(ours, original_rest, "{triple}");
+        assert_eq!(
+            helper(&[os("paths"), file.as_os_str()]),
+            format!(
+                "{BINARY_PATH}\n/etc/stack-build-computed.env\n/etc/systemd/system/stack.service\n"
+            ),
+            "{triple}: the binary takes the first script's place"
+        );
+    }
+}
+
+/// Outside the replaced entries the text is the original's, byte for byte: everything before
+/// write_files, and each entry that is not a script.
+#[test]
+fn text_outside_the_replaced_entries_is_byte_identical() {
+    require!(
+        original().is_file(),
+        "the original user-data (shared/reference/user-data.orig)"
+    );
+    let dir = scratch();
+    let files = rendered!(dir.path());
+    let original = std::fs::read_to_string(original()).unwrap();
+    let head_len = original.find("write_files:\n").unwrap() + "write_files:\n".len();
+    let (head, rest) = original.split_at(head_len);
+    let entries = &rest[..rest.find("\nruncmd:\n").unwrap() + 1];
+    // Each entry's text runs from its `  - path:` line to the next one.
+    let mut blocks: Vec<String> = Vec::new();
+    for line in entries.split_inclusive('\n') {
+        if line.starts_with("  - path: ") {
+            blocks.push(String::new());
+        }
+        blocks
+            .last_mut()
+            .expect("entries start with `  - path:`")
+            .push_str(line);
+    }
+    assert_eq!(blocks.len(), 14);
+    let kept: Vec<&String> = blocks
+        .iter()
+        .filter(|b| !b.starts_with("  - path: /usr/local/bin/"))
+        .collect();
+    assert_eq!(kept.len(), 2, "stack-build-computed.env and stack.service");
+    for (triple, file) in files {
+        let ours = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            ours.starts_with(head),
+            "{triple}: the text before write_files"
+        );
+        for block in &kept {
+            assert!(
+                ours.contains(block.as_str()),
+                "{triple}: missing verbatim:\n{block}"
+            );
+        }
+    }
+}
+
+#[test]
+fn binary_entry_and_runcmd_are_as_specified() {
+    let dir = scratch();
+    for (triple, file) in rendered!(dir.path()) {
+        assert_eq!(
+            helper(&[os("entry"), file.as_os_str(), os(BINARY_PATH)]),
+            format!(
+                "{{\"path\": \"{BINARY_PATH}\", \"permissions\": \"0755\", \"encoding\": \"gz+b64\"}}\n"
+            ),
+            "{triple}"
+        );
+        let runcmd = helper(&[os("runcmd"), file.as_os_str()]);
+        let digest = sha256sum(&musl_multicall(triple));
+        assert!(
+            runcmd.starts_with("[\"root=\\\"${HEXCLAVE_INSTALL_ROOT:-}\\\"\\n"),
+            "{triple}: the first step checks the binary: {runcmd}"
+        );
+        assert!(
+            runcmd.contains(&format!("[ \\\"$sum\\\" = \\\"{digest}\\\" ]")),
+            "{runcmd}"
+        );
+        assert!(
+            runcmd.ends_with("\", [\"/usr/local/bin/provision-build\"]]\n"),
+            "{triple}: then provision-build, and nothing else: {runcmd}"
+        );
+    }
+}
+
+/// Decoded as cloud-init decodes `gz+b64`, the payload is the built binary, mode 0755, and its
+/// SHA-256 is the one the first runcmd step expects.
+#[test]
+fn payload_decodes_to_the_built_binary() {
+    let dir = scratch();
+    for (triple, file) in rendered!(dir.path()) {
+        let out = dir.path().join(format!("{triple}.decoded"));
+        helper(&[
+            os("payload"),
+            file.as_os_str(),
+            os(BINARY_PATH),
+            out.as_os_str(),
+        ]);
+        let built = std::fs::read(musl_multicall(triple)).unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == built,
+            "{triple}: payload differs from the build"
+        );
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755, "{triple}");
+        let digest = sha256sum(&out);
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(
+            text.matches(&digest).count(),
+            2,
+            "{triple}: digest {digest} in the check"
+        );
+    }
+}
+
+#[test]
+fn rendering_is_reproducible() {
+    let dir = scratch();
+    let first = rendered!(dir.path());
+    let again = scratch();
+    for (triple, file) in first {
+        let second = render(triple, again.path());
+        assert!(
+            std::fs::read(&file).unwrap() == std::fs::read(&second).unwrap(),
+            "{triple}"
+        );
+    }
+}
+
+/// A scratch guest root for the first runcmd step: the x86_64 user-data's payload decoded
+/// where write_files puts it (optionally altered), /dev for the console messages, and the
+/// runcmd script as cloud-init writes it with its first step only, then a sentinel command.
+struct Guest {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    script: PathBuf,
+    sentinel: PathBuf,
+}
+
+fn guest(payload: impl FnOnce(&Path)) -> Guest {
+    let dir = scratch();
+    let root = dir.path().join("root");
+    for dir in ["dev", "usr/local/bin"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    let file = render(X86_64, dir.path());
+    let binary = root.join(BINARY_PATH.trim_start_matches('/'));
+    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    helper(&[
+        os("payload"),
+        file.as_os_str(),
+        os(BINARY_PATH),
+        binary.as_os_str(),
+    ]);
+    payload(&binary);
+    let sentinel = dir.path().join("the-rest-ran");
+    let script = dir.path().join("runcmd");
+    helper(&[
+        os("script"),
+        file.as_os_str(),
+        os("1"),
+        script.as_os_str(),
+        os("touch"),
+        sentinel.as_os_str(),
+    ]);
+    Guest {
+        _dir: dir,
+        root,
+        script,
+        sentinel,
+    }
+}
+
+impl Guest {
+    /// Runs the script as cloud-init's scripts_user does (executed directly, `#!/bin/sh`).
+    fn run(&self) -> Run {
+        let mut cmd = std::process::Command::new(&self.script);
+        cmd.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HEXCLAVE_INSTALL_ROOT", &self.root);
+        Run(cmd.output().unwrap())
+    }
+
+    fn binary(&self) -> PathBuf {
+        self.root.join(BINARY_PATH.trim_start_matches('/'))
+    }
+
+    fn consoles(&self) -> Vec<(String, String)> {
+        ["console", "ttyAMA0", "ttyS0"]
+            .iter()
+            .map(|tty| {
+                let path = self.root.join("dev").join(tty);
+                (
+                    tty.to_string(),
+                    std::fs::read_to_string(path).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+macro_rules! guest {
+    ($payload:expr) => {{
+        require!(
+            have_cloud_init(),
+            "cloud-init and /usr/bin/python3 (Debian's cloud-init)"
+        );
+        let (built, what) = musl_built(X86_64);
+        require!(built, &what);
+        guest($payload)
+    }};
+}
+
+#[test]
+fn first_runcmd_step_links_the_tools_then_the_rest_runs() {
+    let guest = guest!(|_| {});
+    let run = guest.run();
+    run.success().stderr_is("");
+    assert!(guest.sentinel.exists(), "the next runcmd entry ran");
+    let bin = guest.root.join("usr/local/bin");
+    let tools = run_program(guest.binary(), &["--list"], &[], b"").stdout_str();
+    let mut expected = String::new();
+    for name in tools.lines() {
+        assert!(
+            SCRIPTS.contains(&name),
+            "{name} is one of the original's scripts"
+        );
+        expected.push_str(&format!(
+            "created {}/{name} -> {}\n",
+            bin.display(),
+            guest.binary().display()
+        ));
+        assert_eq!(std::fs::read_link(bin.join(name)).unwrap(), guest.binary());
+    }
+    run.stdout_is(expected);
+    run_program(bin.join("log-provision"), &["linked"], &[], b"")
+        .success()
+        .stdout_is("STACK_PROVISION: linked\n");
+    for (tty, text) in guest.consoles() {
+        assert_eq!(text, "", "{tty}");
+    }
+}
+
+/// A binary that does not match its digest stops the runcmd script before anything else runs,
+/// with the reason on stderr and on the consoles, followed by the failure marker the host
+/// watches for.
+#[test]
+fn corrupt_payload_stops_runcmd_before_anything_else_runs() {
+    let guest = guest!(|binary: &Path| {
+        let mut bytes = std::fs::read(binary).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(binary, bytes).unwrap();
+    });
+    let expected_digest = sha256sum(&musl_multicall(X86_64));
+    let actual_digest = sha256sum(&guest.binary());
+    assert_ne!(actual_digest, expected_digest);
+    let message = format!(
+        "emulator-tools: {} is corrupt: its SHA-256 is {actual_digest}, expected \
+         {expected_digest}; the tools are not installed\n",
+        guest.binary().display()
+    );
+    guest.run().code_is(1).stdout_is("").stderr_is(&message);
+    assert!(!guest.sentinel.exists(), "nothing after the check may run");
+    let linked = std::fs::read_dir(guest.root.join("usr/local/bin"))
+        .unwrap()
+        .count();
+    assert_eq!(linked, 0, "no tool was linked");
+    for (tty, text) in guest.consoles() {
+        assert_eq!(text, format!("{message}STACK_CLOUD_INIT_FAILED\n"), "{tty}");
+    }
+}
+
+/// When write_files could not decode the payload there is no binary at all: same stop.
+#[test]
+fn missing_binary_stops_runcmd_before_anything_else_runs() {
+    let guest = guest!(|binary: &Path| std::fs::remove_file(binary).unwrap());
+    let message = format!(
+        "emulator-tools: cannot read {} (the write_files error is in /var/log/cloud-init.log)\n",
+        guest.binary().display()
+    );
+    guest.run().code_is(1).stdout_is("").stderr_is(&message);
+    assert!(!guest.sentinel.exists(), "nothing after the check may run");
+    for (tty, text) in guest.consoles() {
+        assert_eq!(text, format!("{message}STACK_CLOUD_INIT_FAILED\n"), "{tty}");
+    }
+}
+
+#[test]
+fn generator_help_version_and_bad_arguments() {
+    let help = tool(GENERATOR).arg("--help").run();
+    help.success();
+    assert!(
+        help.stdout_str().contains(
+            "Usage: render-user-data [OPTIONS] --template <FILE> --binary <FILE> --output <FILE>"
+        ),
+        "{}",
+        help.stdout_str()
+    );
+    tool(GENERATOR)
+        .arg("--version")
+        .run()
+        .success()
+        .stdout_is(format!("render-user-data {}\n", env!("CARGO_PKG_VERSION")));
+    tool(GENERATOR)
+        .arg("--bogus")
+        .run()
+        .code_is(2)
+        .stderr_contains("unexpected argument '--bogus'");
+}
+
+#[test]
+fn generator_rejects_a_template_without_a_place_for_the_binary() {
+    let dir = scratch();
+    let template = dir.path().join("template");
+    let binary = dir.path().join("binary");
+    let output = dir.path().join("out/user-data");
+    std::fs::write(&template, "#cloud-config\nsum: @EMULATOR_TOOLS_SHA256@\n").unwrap();
+    std::fs::write(&binary, "bytes").unwrap();
+    tool(GENERATOR)
+        .arg("--template")
+        .arg(&template)
+        .arg("--binary")
+        .arg(&binary)
+        .arg("--output")
+        .arg(&output)
+        .run()
+        .code_is(1)
+        .stdout_is("")
+        .stderr_is(format!(
+            "render-user-data: {}: no line holds @EMULATOR_TOOLS_GZ_B64@: nowhere to put the \
+             binary\n",
+            template.display()
+        ));
+    assert!(!output.exists());
+}
+
+#[test]
+fn generator_refuses_a_user_data_over_the_size_limit() {
+    let dir = scratch();
+    let binary = dir.path().join("binary");
+    let output = dir.path().join("user-data");
+    std::fs::write(&binary, "small").unwrap();
+    let run = tool(GENERATOR)
+        .arg("--template")
+        .arg(template())
+        .arg("--binary")
+        .arg(&binary)
+        .arg("--output")
+        .arg(&output)
+        .args(["--max-size", "1000"])
+        .run();
+    run.code_is(1).stdout_is("");
+    assert!(
+        run.stderr_str().starts_with(&format!(
+            "render-user-data: rendering {}: ",
+            output.display()
+        )),
+        "{}",
+        run.stderr_str()
+    );
+    assert!(
+        run.stderr_str()
+            .contains("bytes is more than the limit of 1000 bytes")
+    );
+    assert!(!output.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+}
