@@ -32,6 +32,9 @@ macro_rules! tools {
 tools! {
     "log-provision" => log_provision,
     "log-provision-stream" => log_provision_stream,
+    "mount-host-fs" => mount_host_fs,
+    "render-stack-env" => render_stack_env,
+    "trigger-fast-rotate" => trigger_fast_rotate,
 }
 
 /// The tool called exactly `name`, if any. No prefix or suffix matching: the names share
