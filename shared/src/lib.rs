@@ -6,7 +6,9 @@
 //! env-file parser, one mount-table reader and one way of naming environment knobs.
 
 pub mod cli;
+pub mod diagnostics;
 pub mod error;
 pub mod knob;
 pub mod mounts;
 pub mod provision_log;
+pub mod wait;
