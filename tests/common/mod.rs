@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod listeners;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};

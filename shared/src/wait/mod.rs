@@ -149,7 +149,9 @@ pub enum Outcome {
 #[derive(Clone, Debug)]
 pub struct Report {
     pub outcome: Outcome,
-    /// Time from the start to the end of the wait.
+    /// Time from the start to the moment the outcome was decided: the last target ready, the
+    /// deadline, or the signal. (Attempts still in flight at the deadline may add a moment
+    /// before [`run`] returns; they are bounded by the deadline too.)
     pub elapsed: Duration,
     /// Every target, in list order.
     pub targets: Vec<TargetReport>,
@@ -188,14 +190,30 @@ pub fn seconds(d: Duration) -> String {
     }
 }
 
+/// A budget in an error message, to a tenth of a second: an attempt cut to the time left gets
+/// 2.9996 s, and `no answer within 3s` is what the reader needs.
+pub(crate) fn about_seconds(d: Duration) -> String {
+    let tenths = (d.as_millis() + 50) / 100;
+    seconds(Duration::from_millis(
+        u64::try_from(tenths * 100).unwrap_or(u64::MAX),
+    ))
+}
+
 enum Message {
     Attempt {
         index: usize,
         attempt: Attempt,
         at: Instant,
     },
+    /// A worker has ended (sent from its drop, so even a panicking probe is accounted for).
+    Done,
     Signal(Signal),
 }
+
+/// How long a timed-out wait lets the attempts still in flight report. They are bounded by the
+/// deadline, so they end with it; waiting for them means the report shows a hung service's
+/// `no answer within 3s` rather than `no attempt finished yet`.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// A flag the workers sleep on, so that stopping wakes them at once.
 #[derive(Default)]
@@ -225,8 +243,52 @@ impl Stop {
     }
 }
 
+/// The caller's side of a wait: the reports, and the events they give rise to.
+struct Tally<F> {
+    start: Instant,
+    reports: Vec<TargetReport>,
+    live_workers: usize,
+    on_event: F,
+}
+
+impl<F: FnMut(Event<'_>)> Tally<F> {
+    fn all_ready(&self) -> bool {
+        self.reports.iter().all(TargetReport::is_ready)
+    }
+
+    /// Takes in one message; returns the signal if it was one.
+    fn absorb(&mut self, message: Message) -> Option<Signal> {
+        match message {
+            Message::Attempt { index, attempt, at } => {
+                let report = self.reports.get_mut(index)?;
+                report.attempts += 1;
+                if attempt.ready && report.ready_after.is_none() {
+                    report.ready_after = Some(at.saturating_duration_since(self.start));
+                }
+                report.last = Some(attempt);
+                let report = &self.reports[index];
+                if let Some(attempt) = &report.last {
+                    (self.on_event)(Event::Attempt {
+                        target: report,
+                        attempt,
+                    });
+                    if attempt.ready {
+                        (self.on_event)(Event::Ready { target: report });
+                    }
+                }
+                None
+            }
+            Message::Done => {
+                self.live_workers = self.live_workers.saturating_sub(1);
+                None
+            }
+            Message::Signal(signal) => Some(signal),
+        }
+    }
+}
+
 /// Waits for every target, calling `on_event` on this thread as things happen.
-pub fn run(targets: &[Target], options: &Options, mut on_event: impl FnMut(Event<'_>)) -> Report {
+pub fn run(targets: &[Target], options: &Options, on_event: impl FnMut(Event<'_>)) -> Report {
     let start = Instant::now();
     let deadline = start + options.timeout;
     let (tx, rx) = mpsc::channel();
@@ -241,6 +303,23 @@ pub fn run(targets: &[Target], options: &Options, mut on_event: impl FnMut(Event
                 .send(Message::Signal(sig));
         })
     };
+    let mut tally = Tally {
+        start,
+        reports: targets
+            .iter()
+            .enumerate()
+            .map(|(index, t)| TargetReport {
+                index,
+                name: t.name.clone(),
+                probe: t.probe.clone(),
+                ready_after: None,
+                last: None,
+                attempts: 0,
+            })
+            .collect(),
+        live_workers: 0,
+        on_event,
+    };
     for (index, target) in targets.iter().enumerate() {
         let worker = Worker {
             index,
@@ -254,48 +333,36 @@ pub fn run(targets: &[Target], options: &Options, mut on_event: impl FnMut(Event
         let spawned = std::thread::Builder::new()
             .name(format!("wait {}", target.name))
             .spawn(move || worker.run());
-        if let Err(err) = spawned {
-            // Out of threads: probe this target from here, once, so it still gets an answer.
-            let attempt = Attempt {
-                answer: Answer::Failed(format!("cannot start a thread: {err}")),
-                ready: false,
-                took: Duration::ZERO,
-            };
-            let _ = tx.send(Message::Attempt {
-                index,
-                attempt,
-                at: Instant::now(),
-            });
+        match spawned {
+            Ok(_) => tally.live_workers += 1,
+            Err(err) => {
+                // Out of threads: the target gets an answer that says so, and never gets ready.
+                let attempt = Attempt {
+                    answer: Answer::Failed(format!("cannot start a thread: {err}")),
+                    ready: false,
+                    took: Duration::ZERO,
+                };
+                let at = Instant::now();
+                tally.absorb(Message::Attempt { index, attempt, at });
+            }
         }
     }
     drop(tx);
 
-    let mut reports: Vec<TargetReport> = targets
-        .iter()
-        .enumerate()
-        .map(|(index, t)| TargetReport {
-            index,
-            name: t.name.clone(),
-            probe: t.probe.clone(),
-            ready_after: None,
-            last: None,
-            attempts: 0,
-        })
-        .collect();
     let mut next_heartbeat = options
         .heartbeat
         .filter(|p| !p.is_zero())
         .map(|p| start + p);
-    let outcome = loop {
-        if reports.iter().all(TargetReport::is_ready) {
+    let mut outcome = loop {
+        if tally.all_ready() {
             break Outcome::Ready;
         }
         let now = Instant::now();
         if let (Some(due), Some(period)) = (next_heartbeat, options.heartbeat) {
             if now >= due {
-                on_event(Event::Heartbeat {
+                (tally.on_event)(Event::Heartbeat {
                     elapsed: now - start,
-                    targets: &reports,
+                    targets: &tally.reports,
                 });
                 let mut next = due + period;
                 while next <= now {
@@ -304,57 +371,59 @@ pub fn run(targets: &[Target], options: &Options, mut on_event: impl FnMut(Event
                 next_heartbeat = Some(next);
             }
         }
-        // With a zero timeout every target still gets its one attempt.
-        let first_round_done = !options.timeout.is_zero() || reports.iter().all(|t| t.attempts > 0);
-        if now >= deadline && first_round_done {
+        if now >= deadline || tally.live_workers == 0 {
             break Outcome::TimedOut;
         }
-        let wake = [(now < deadline).then_some(deadline), next_heartbeat]
-            .into_iter()
-            .flatten()
-            .min();
-        let message = match wake {
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(now)),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match message {
-            Ok(Message::Attempt { index, attempt, at }) => {
-                let Some(report) = reports.get_mut(index) else {
-                    continue;
-                };
-                report.attempts += 1;
-                if attempt.ready && report.ready_after.is_none() {
-                    report.ready_after = Some(at.saturating_duration_since(start));
-                }
-                report.last = Some(attempt);
-                let report = &reports[index];
-                if let Some(attempt) = &report.last {
-                    on_event(Event::Attempt {
-                        target: report,
-                        attempt,
-                    });
-                    if attempt.ready {
-                        on_event(Event::Ready { target: report });
-                    }
+        let wake = next_heartbeat.map_or(deadline, |h| h.min(deadline));
+        match rx.recv_timeout(wake.saturating_duration_since(now)) {
+            Ok(message) => {
+                if let Some(signal) = tally.absorb(message) {
+                    break Outcome::Interrupted(signal);
                 }
             }
-            Ok(Message::Signal(sig)) => break Outcome::Interrupted(sig),
             Err(RecvTimeoutError::Timeout) => {}
-            // Every worker has ended and no signal can come: nothing more will be learnt.
-            Err(RecvTimeoutError::Disconnected) => {
-                if reports.iter().all(TargetReport::is_ready) {
-                    break Outcome::Ready;
-                }
-                break Outcome::TimedOut;
-            }
+            // Unreachable while the signal subscription holds a sender; treat as the end.
+            Err(RecvTimeoutError::Disconnected) => break Outcome::TimedOut,
         }
     };
+    let mut elapsed = start.elapsed();
+    if outcome == Outcome::TimedOut {
+        // Let the attempts in flight land. A zero timeout means one full attempt per target,
+        // which may take up to the per-attempt cap.
+        let settle = if options.timeout.is_zero() {
+            options.attempt_timeout + SETTLE
+        } else {
+            SETTLE
+        };
+        let until = Instant::now() + settle;
+        while tally.live_workers > 0 {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(message) => {
+                    if let Some(signal) = tally.absorb(message) {
+                        outcome = Outcome::Interrupted(signal);
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if outcome == Outcome::TimedOut && tally.all_ready() {
+            outcome = Outcome::Ready;
+            elapsed = tally
+                .reports
+                .iter()
+                .filter_map(|t| t.ready_after)
+                .max()
+                .unwrap_or(elapsed);
+        }
+    }
     stop.set();
     children.close();
     Report {
         outcome,
-        elapsed: start.elapsed(),
-        targets: reports,
+        elapsed,
+        targets: tally.reports,
     }
 }
 
@@ -369,8 +438,15 @@ struct Worker {
     children: Arc<child::Registry>,
 }
 
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Message::Done);
+    }
+}
+
 impl Worker {
     fn run(self) {
+        // With a zero timeout every target gets one whole attempt.
         let once = self.options.timeout.is_zero();
         let mut interval = self.options.interval;
         while !self.stop.is_set() {
@@ -441,6 +517,8 @@ mod tests {
         assert_eq!(seconds(Duration::from_millis(2500)), "2.5s");
         assert_eq!(seconds(Duration::from_millis(250)), "0.25s");
         assert_eq!(seconds(Duration::ZERO), "0s");
+        assert_eq!(about_seconds(Duration::from_micros(2_999_600)), "3s");
+        assert_eq!(about_seconds(Duration::from_millis(2_440)), "2.4s");
     }
 
     #[test]

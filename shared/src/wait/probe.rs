@@ -22,8 +22,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::about_seconds as seconds;
 use super::child::{self, Registry};
-use super::seconds;
 
 /// The bytes of PostgreSQL's SSLRequest: length 8, then the code 80877103.
 pub const SSL_REQUEST: [u8; 8] = [0x00, 0x00, 0x00, 0x08, 0x04, 0xd2, 0x16, 0x2f];

@@ -30,7 +30,8 @@ use super::probe::{Endpoint, Host, Probe, StatusRule};
 
 /// A clap value parser built from a plain `&str -> Result<T, String>` function. Its error names
 /// the flag, the value and, when the value came from the environment, the variable — so a bad
-/// `STACK_DEPS_TIMEOUT` is reported as such, not as a bad `--timeout` the user never typed.
+/// `STACK_DEPS_TIMEOUT` is reported as such, not as a bad `--timeout` the user never typed. An
+/// empty variable counts as unset (the argument's default applies), as in the originals.
 #[derive(Clone, Copy)]
 pub struct Checked<T>(pub fn(&str) -> Result<T, String>);
 
@@ -53,6 +54,12 @@ impl<T: Clone + Send + Sync + 'static> TypedValueParser for Checked<T> {
         value: &OsStr,
         source: ValueSource,
     ) -> Result<T, clap::Error> {
+        // An empty variable counts as unset, as `${STACK_DEPS_TIMEOUT:-1500}` had it.
+        if source == ValueSource::EnvVariable && value.is_empty() {
+            if let Some(default) = arg.and_then(|a| a.get_default_values().first()) {
+                return self.parse_ref_(cmd, arg, default, ValueSource::DefaultValue);
+            }
+        }
         let text = value.to_string_lossy();
         let parsed = match value.to_str() {
             Some(text) => (self.0)(text),
