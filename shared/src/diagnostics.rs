@@ -12,12 +12,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use crate::provision_log::ProvisionLog;
 use crate::wait::child::{self, Registry};
-use crate::wait::seconds;
+use crate::wait::{seconds, signal};
 
 /// How long one diagnostics command may run before it is killed.
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(60);
@@ -34,7 +35,16 @@ pub fn stream_command<W: Write>(
         .first()
         .map(OsString::as_os_str)
         .unwrap_or(OsStr::new(""));
-    let registry = Registry::default();
+    let registry = Arc::new(Registry::default());
+    // A SIGTERM or SIGINT now ends the tool as it would without a subscriber, but takes the
+    // command (in its own process group, out of reach of a terminal's ^C) along.
+    let _subscription = {
+        let registry = Arc::clone(&registry);
+        signal::subscribe(move |sig| {
+            registry.close();
+            std::process::exit(i32::from(signal::exit_status(sig)));
+        })
+    };
     let (mut child, output) = match registry.spawn(argv) {
         Ok(spawned) => spawned,
         Err(err) => {
@@ -46,7 +56,7 @@ pub fn stream_command<W: Write>(
     let pid = child.id();
     let (done, done_rx) = mpsc::channel::<()>();
     let (status, killed) = std::thread::scope(|scope| {
-        let registry = &registry;
+        let registry = &*registry;
         let watchdog = scope.spawn(move || match done_rx.recv_timeout(limit) {
             Err(RecvTimeoutError::Timeout) => registry.kill(pid),
             _ => false,

@@ -87,7 +87,7 @@ fn help_and_version() {
         "[env: STACK_DEPS_CONTAINER=]",
         "[default: stack-build-init]",
         "[default: 100ms]",
-        "[default: 500ms]",
+        "[default: 400ms]",
         "[default: 30s]",
         "--target <NAME=SPEC>",
         "pg://HOST:PORT",
@@ -544,8 +544,13 @@ fn environment_knobs_set_the_timeout() {
     );
 }
 
-/// Starts the tool, waits for its first line, sends `signal`, returns (exit code, time to exit).
-pub(super) fn signal_mid_wait(mut cmd: Command, signal: i32) -> (Option<i32>, Duration, String) {
+/// Starts the tool, waits for a line containing `after`, sends `signal`; returns the exit code,
+/// the time from the signal to the exit, and all output.
+pub(super) fn signal_mid_wait(
+    mut cmd: Command,
+    after: &str,
+    signal: i32,
+) -> (Option<i32>, Duration, String) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -553,7 +558,13 @@ pub(super) fn signal_mid_wait(mut cmd: Command, signal: i32) -> (Option<i32>, Du
         .expect("spawn");
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
+    while !first.contains(after) {
+        assert_ne!(
+            stdout.read_line(&mut first).unwrap(),
+            0,
+            "no {after:?} in {first}"
+        );
+    }
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
@@ -583,7 +594,7 @@ fn sigterm_and_sigint_stop_the_wait_promptly() {
             .args(["--target", &format!("clickhouse=tcp://127.0.0.1:{closed}")])
             .env_remove("STACK_PROVISION_LOG_FILE")
             .env_remove("HEXCLAVE_PROVISION_LOG_FILE");
-        let (status, took, out) = signal_mid_wait(cmd, signal);
+        let (status, took, out) = signal_mid_wait(cmd, "starting dep wait", signal);
         assert_eq!(status, Some(code), "{out}");
         assert!(took < Duration::from_millis(500), "{name}: took {took:?}");
         assert!(

@@ -313,11 +313,50 @@ fn sigterm_stops_the_wait_promptly() {
         .args(["--dashboard-port", &free_port().to_string()])
         .env_remove("STACK_PROVISION_LOG_FILE")
         .env_remove("HEXCLAVE_PROVISION_LOG_FILE");
-    let (status, took, out) = signal_mid_wait(cmd, libc::SIGTERM);
+    let (status, took, out) = signal_mid_wait(cmd, "waiting for backend", libc::SIGTERM);
     assert_eq!(status, Some(143), "{out}");
     assert!(took < Duration::from_millis(500), "took {took:?}");
     assert!(
         out.ends_with("STACK_PROVISION: wait-for-stack-ready: interrupted by SIGTERM after 0s\n"),
         "{out}"
     );
+}
+
+#[test]
+fn sigterm_during_diagnostics_kills_the_command_and_exits_143() {
+    let dir = scratch();
+    let pid_file = dir.path().join("pid");
+    let docker = dir.path().join("docker");
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\necho started\nexec sleep 30\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let closed = free_port().to_string();
+    let mut cmd = Command::new(tool_path(TOOL));
+    cmd.args(["--timeout", "0.2", "--backend-port", &closed])
+        .args(["--dashboard-port", &closed])
+        .arg("--docker")
+        .arg(&docker)
+        .env_remove("STACK_PROVISION_LOG_FILE")
+        .env_remove("HEXCLAVE_PROVISION_LOG_FILE");
+    let (status, took, out) = signal_mid_wait(cmd, "ps: started", libc::SIGTERM);
+    assert_eq!(status, Some(143), "{out}");
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    // The stand-in (now `sleep 30`) went with it: gone, or a zombie awaiting its new parent.
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = Path::new("/proc").join(pid.trim()).join("stat");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::fs::read_to_string(&stat) {
+            Err(_) => break,
+            Ok(text) if text.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')) => break,
+            Ok(text) => assert!(Instant::now() < deadline, "still running: {text}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -10,7 +10,7 @@ use shared::error::Error;
 use shared::provision_log::ProvisionLog;
 use shared::wait::spec::{self, Checked};
 use shared::wait::stack_ready::{self, Config};
-use shared::wait::{Host, Options, Target, signal};
+use shared::wait::{self, Host, Options, Target, signal};
 
 const TOOL: &str = stack_ready::TOOL;
 
@@ -78,15 +78,15 @@ pub struct Args {
     pub targets: Vec<Target>,
 
     /// The first pause between two attempts at one target.
-    #[arg(long, value_name = "DURATION", default_value = "100ms", allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
     pub interval: Duration,
 
     /// The longest pause between two attempts at one target.
-    #[arg(long, value_name = "DURATION", default_value = "500ms", allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_MAX_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
     pub max_interval: Duration,
 
     /// How often to log the codes while waiting (0: never).
-    #[arg(long, value_name = "DURATION", default_value = "30s", allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_HEARTBEAT_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
     pub heartbeat: Duration,
 
     /// The longest one attempt may take (the original's curl --max-time 3).
