@@ -11,11 +11,14 @@ mod common;
 mod util;
 
 mod log_provision;
+mod wait;
 
 /// Every benchmark: a name and the function that runs it and prints its figures.
 const BENCHES: &[(&str, fn())] = &[
     ("log-provision", log_provision::per_call),
     ("log-provision-stream", log_provision::stream_throughput),
+    ("wait-for-deps detection", wait::detection_latency),
+    ("wait-for-deps waiting cpu", wait::waiting_cpu),
 ];
 
 fn main() {

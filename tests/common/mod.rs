@@ -12,6 +12,7 @@
 
 pub mod docker;
 pub mod fake_emulator;
+pub mod listeners;
 pub mod sandbox;
 
 use std::ffi::OsStr;

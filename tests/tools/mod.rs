@@ -7,3 +7,5 @@ mod mount_host_fs;
 mod render_stack_env;
 mod trigger_fast_rotate;
 mod user_data;
+mod wait_for_deps;
+mod wait_for_stack_ready;

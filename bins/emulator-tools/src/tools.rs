@@ -35,6 +35,8 @@ tools! {
     "mount-host-fs" => mount_host_fs,
     "render-stack-env" => render_stack_env,
     "trigger-fast-rotate" => trigger_fast_rotate,
+    "wait-for-deps" => wait_for_deps,
+    "wait-for-stack-ready" => wait_for_stack_ready,
 }
 
 /// The tool called exactly `name`, if any. No prefix or suffix matching: the names share

@@ -1,0 +1,184 @@
+//! `wait-for-deps`: wait for the deps container's services, or dump diagnostics and fail.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+use shared::error::Error;
+use shared::provision_log::ProvisionLog;
+use shared::wait::deps::{self, Config, Ports};
+use shared::wait::spec::{self, Checked};
+use shared::wait::{self, Host, Options, Target, signal};
+
+const TOOL: &str = deps::TOOL;
+
+/// Wait until the deps container's services answer: postgres, clickhouse, svix, minio and
+/// qstash on the guest's loopback, all probed at once under one deadline.
+///
+/// Each service is logged as `wait-for-deps: <name> ready (<N>s)` when it answers, and as
+/// `still waiting for <name> (<N>s elapsed)` every heartbeat while it does not; when all have
+/// answered, `all deps ready (<N>s total)` and exit 0. When the timeout passes first:
+/// `TIMEOUT waiting for <first service not ready> after <N>s (hard cap <T>s)`, one line per
+/// service still failing with its last answer, then the diagnostics — `docker ps -a`, the
+/// container's last 300 log lines, one short probe per service — and exit 1. SIGTERM or
+/// SIGINT stop the wait at once with exit 128+N (143, 130). Every line goes to stdout as
+/// `STACK_PROVISION: wait-for-deps: …` and to STACK_PROVISION_LOG_FILE, as log-provision
+/// writes them; a log file that cannot be written is reported on stderr and does not change
+/// the exit status.
+///
+/// The services and what counts as ready: postgres `pg://HOST:5432` (answers PostgreSQL's
+/// SSLRequest); clickhouse `http://HOST:8123/ping`, svix `http://HOST:8071/api/v1/health/` and
+/// minio `http://HOST:9090/minio/health/live` (any status below 400, as `curl -f`); qstash
+/// `http://HOST:8080/` (exactly 401). Redirects are not followed and no proxy is used.
+///
+/// Each attempt is cut to the per-attempt timeout and to the time left, so the wait never
+/// outlives its timeout. Between attempts at one service the pause starts at --interval and
+/// doubles up to --max-interval.
+#[derive(Parser)]
+#[command(name = TOOL, version)]
+#[command(after_help = "\
+Target specs (--target NAME=SPEC replaces the service NAME, or adds it after the others):
+  tcp://HOST:PORT               ready when a connection is accepted
+  pg://HOST:PORT                ready when the server answers SSLRequest ('S' or 'N')
+  http://HOST:PORT/PATH         ready on a status below 400 (as curl -f)
+  http://HOST:PORT/PATH status=401        ready only on 401
+  http://HOST:PORT/PATH status=200,204    ready on either
+  http://HOST:PORT/PATH status<300        ready on any status below 300
+  HOST is an IPv4 address, an IPv6 address in brackets ([::1]) or a name.
+
+Durations are seconds (1500, 2.5) or a number with a unit: 100ms, 30s, 25m, 1h.
+A timeout of 0 gives every service one attempt.
+
+An empty STACK_* variable counts as unset: the default applies, as in the original.
+
+Environment:
+  STACK_PROVISION_LOG_FILE  the log file, as for log-provision")]
+pub struct Args {
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = "1500",
+          allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    pub timeout: Duration,
+
+    /// The container whose last 300 log lines the diagnostics show.
+    #[arg(long, value_name = "NAME", env = "STACK_DEPS_CONTAINER",
+          default_value = deps::DEFAULT_CONTAINER, value_parser = Checked(container))]
+    pub container: String,
+
+    /// The host of every default service.
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1", value_parser = Checked(spec::host))]
+    pub host: Host,
+
+    /// postgres's port.
+    #[arg(long, value_name = "PORT", default_value = "5432", allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    pub postgres_port: u16,
+
+    /// clickhouse's port.
+    #[arg(long, value_name = "PORT", default_value = "8123", allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    pub clickhouse_port: u16,
+
+    /// svix's port.
+    #[arg(long, value_name = "PORT", default_value = "8071", allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    pub svix_port: u16,
+
+    /// minio's port.
+    #[arg(long, value_name = "PORT", default_value = "9090", allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    pub minio_port: u16,
+
+    /// qstash's port.
+    #[arg(long, value_name = "PORT", default_value = "8080", allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    pub qstash_port: u16,
+
+    /// Replace the service NAME by SPEC, or add it (repeatable; see Target specs below).
+    #[arg(long = "target", value_name = "NAME=SPEC", value_parser = Checked(spec::target))]
+    pub targets: Vec<Target>,
+
+    /// The first pause between two attempts at one service.
+    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    pub interval: Duration,
+
+    /// The longest pause between two attempts at one service.
+    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_MAX_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    pub max_interval: Duration,
+
+    /// How often to log each service still waiting (0: never).
+    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_HEARTBEAT_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    pub heartbeat: Duration,
+
+    /// The longest one attempt may take.
+    #[arg(long, value_name = "DURATION", default_value = "10s", allow_negative_numbers = true, value_parser = Checked(positive))]
+    pub attempt_timeout: Duration,
+
+    /// The time limit of each per-service probe in the diagnostics.
+    #[arg(long, value_name = "DURATION", default_value = "3s", allow_negative_numbers = true, value_parser = Checked(positive))]
+    pub diag_probe_timeout: Duration,
+
+    /// The time limit of each diagnostics command; one still running then is killed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", allow_negative_numbers = true, value_parser = Checked(positive))]
+    pub diag_timeout: Duration,
+
+    /// The docker client the diagnostics run.
+    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    pub docker: OsString,
+}
+
+fn positive(text: &str) -> Result<Duration, String> {
+    match spec::duration(text)? {
+        d if d.is_zero() => Err("must be greater than 0".into()),
+        d => Ok(d),
+    }
+}
+
+fn container(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.starts_with('-') {
+        Err("not a container name".into())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+impl Args {
+    fn config(self) -> Result<Config, Error> {
+        let ports = Ports {
+            postgres: self.postgres_port,
+            clickhouse: self.clickhouse_port,
+            svix: self.svix_port,
+            minio: self.minio_port,
+            qstash: self.qstash_port,
+        };
+        let targets = spec::merge(deps::default_targets(&self.host, &ports), self.targets)
+            .map_err(|why| Error::usage(why, ""))?;
+        let options = Options {
+            timeout: self.timeout,
+            interval: self.interval,
+            max_interval: self.max_interval,
+            heartbeat: Some(self.heartbeat).filter(|h| !h.is_zero()),
+            attempt_timeout: self.attempt_timeout,
+        };
+        Ok(Config {
+            targets,
+            options,
+            container: self.container,
+            docker: self.docker,
+            probe_timeout: self.diag_probe_timeout,
+            command_timeout: self.diag_timeout,
+        })
+    }
+}
+
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    shared::cli::run(TOOL, args, |args: Args| {
+        signal::take_over()?;
+        let config = args.config()?;
+        let mut log = ProvisionLog::from_env();
+        let status = deps::run(&config, &mut log);
+        if let Err(err) = log.finish() {
+            shared::cli::report(TOOL, &err);
+        }
+        Ok(status)
+    })
+}

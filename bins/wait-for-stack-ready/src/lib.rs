@@ -1,0 +1,179 @@
+//! `wait-for-stack-ready`: wait until the stack's backend and dashboard answer 200, or dump
+//! diagnostics and fail.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+use shared::error::Error;
+use shared::provision_log::ProvisionLog;
+use shared::wait::spec::{self, Checked};
+use shared::wait::stack_ready::{self, Config};
+use shared::wait::{self, Host, Options, Target, signal};
+
+const TOOL: &str = stack_ready::TOOL;
+
+/// Wait until the stack container's backend (`http://HOST:8102/health?db=1`) and dashboard
+/// (`http://HOST:8101/handler/sign-in`) both answer exactly 200, probing both at once.
+///
+/// Logs `wait-for-stack-ready: waiting for backend:<port> and dashboard:<port>
+/// (timeout=<T>s)`, then `still waiting (backend=<code> dashboard=<code>, <N>s elapsed)` every
+/// heartbeat, and `ready (<N>s)` with exit 0 once both have answered 200 (each counts as ready
+/// from its first 200). A code is the last HTTP status that service answered, or 000 when it
+/// did not answer (as curl's %{http_code}). When the timeout passes first: `TIMEOUT after <N>s
+/// (backend=<code> dashboard=<code>)`, one line per service still failing with its last
+/// answer, then the diagnostics — `docker ps -a`, `docker logs --tail 200 stack`, `systemctl
+/// status stack.service`, `journalctl -u stack.service -n 100`, `docker image ls`, each
+/// streamed with its own prefix (ps, stack, svc, jrnl, img); a missing program is one line —
+/// and exit 1. SIGTERM or SIGINT stop the wait at once with exit 128+N (143, 130).
+///
+/// Every line goes to stdout as `STACK_PROVISION: wait-for-stack-ready: …` and to
+/// STACK_PROVISION_LOG_FILE, as log-provision writes them; a log file that cannot be written
+/// is reported on stderr and does not change the exit status.
+///
+/// Each attempt is cut to the per-attempt timeout and to the time left, so the wait never
+/// outlives its timeout. Between attempts at one service the pause starts at --interval and
+/// doubles up to --max-interval. Redirects are not followed and no proxy is used.
+#[derive(Parser)]
+#[command(name = TOOL, version)]
+#[command(after_help = "\
+Target specs (--target NAME=SPEC replaces backend or dashboard, or adds a target after them):
+  http://HOST:PORT/PATH status=200        ready only on 200
+  http://HOST:PORT/PATH status=200,204    ready on either
+  http://HOST:PORT/PATH                   ready on a status below 400 (as curl -f)
+  tcp://HOST:PORT                         ready when a connection is accepted
+  pg://HOST:PORT                          ready when the server answers SSLRequest
+  HOST is an IPv4 address, an IPv6 address in brackets ([::1]) or a name.
+
+Durations are seconds (600, 2.5) or a number with a unit: 100ms, 30s, 10m, 1h.
+A timeout of 0 gives every target one attempt.
+
+An empty STACK_* variable counts as unset: the default applies, as in the original.
+
+Environment:
+  STACK_PROVISION_LOG_FILE  the log file, as for log-provision")]
+pub struct Args {
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", env = "STACK_READY_TIMEOUT", default_value = "600",
+          allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    pub timeout: Duration,
+
+    /// The backend's port.
+    #[arg(long, value_name = "PORT", env = "STACK_READY_BACKEND_PORT", default_value = "8102",
+          allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    pub backend_port: u16,
+
+    /// The dashboard's port.
+    #[arg(long, value_name = "PORT", env = "STACK_READY_DASHBOARD_PORT", default_value = "8101",
+          allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    pub dashboard_port: u16,
+
+    /// The host of the backend and the dashboard.
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1", value_parser = Checked(spec::host))]
+    pub host: Host,
+
+    /// Replace the target NAME by SPEC, or add it (repeatable; see Target specs below).
+    #[arg(long = "target", value_name = "NAME=SPEC", value_parser = Checked(spec::target))]
+    pub targets: Vec<Target>,
+
+    /// The first pause between two attempts at one target.
+    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    pub interval: Duration,
+
+    /// The longest pause between two attempts at one target.
+    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_MAX_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    pub max_interval: Duration,
+
+    /// How often to log the codes while waiting (0: never).
+    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_HEARTBEAT_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+    pub heartbeat: Duration,
+
+    /// The longest one attempt may take (the original's curl --max-time 3).
+    #[arg(long, value_name = "DURATION", default_value = "3s", allow_negative_numbers = true, value_parser = Checked(positive))]
+    pub attempt_timeout: Duration,
+
+    /// The container whose last 200 log lines the diagnostics show.
+    #[arg(long, value_name = "NAME", default_value = stack_ready::DEFAULT_CONTAINER,
+          value_parser = Checked(word))]
+    pub container: String,
+
+    /// The systemd unit whose status and journal the diagnostics show.
+    #[arg(long, value_name = "UNIT", default_value = stack_ready::DEFAULT_SERVICE,
+          value_parser = Checked(word))]
+    pub service: String,
+
+    /// The time limit of each diagnostics command; one still running then is killed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", allow_negative_numbers = true, value_parser = Checked(positive))]
+    pub diag_timeout: Duration,
+
+    /// The docker client the diagnostics run.
+    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    pub docker: OsString,
+
+    /// The systemctl the diagnostics run.
+    #[arg(long, value_name = "PROGRAM", default_value = "systemctl")]
+    pub systemctl: OsString,
+
+    /// The journalctl the diagnostics run.
+    #[arg(long, value_name = "PROGRAM", default_value = "journalctl")]
+    pub journalctl: OsString,
+}
+
+fn positive(text: &str) -> Result<Duration, String> {
+    match spec::duration(text)? {
+        d if d.is_zero() => Err("must be greater than 0".into()),
+        d => Ok(d),
+    }
+}
+
+/// A container or unit name: not empty, and not something the program would take for a flag.
+fn word(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.starts_with('-') {
+        Err("not a name".into())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+impl Args {
+    fn config(self) -> Result<Config, Error> {
+        let defaults =
+            stack_ready::default_targets(&self.host, self.backend_port, self.dashboard_port);
+        let targets = spec::merge(defaults, self.targets).map_err(|why| Error::usage(why, ""))?;
+        let options = Options {
+            timeout: self.timeout,
+            interval: self.interval,
+            max_interval: self.max_interval,
+            heartbeat: Some(self.heartbeat).filter(|h| !h.is_zero()),
+            attempt_timeout: self.attempt_timeout,
+        };
+        Ok(Config {
+            targets,
+            options,
+            container: self.container,
+            service: self.service,
+            docker: self.docker,
+            systemctl: self.systemctl,
+            journalctl: self.journalctl,
+            command_timeout: self.diag_timeout,
+        })
+    }
+}
+
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    shared::cli::run(TOOL, args, |args: Args| {
+        signal::take_over()?;
+        let config = args.config()?;
+        let mut log = ProvisionLog::from_env();
+        let status = stack_ready::run(&config, &mut log);
+        if let Err(err) = log.finish() {
+            shared::cli::report(TOOL, &err);
+        }
+        Ok(status)
+    })
+}
