@@ -232,6 +232,26 @@ impl Container {
         container
     }
 
+    /// `docker run --name <unique> --label … OPTIONS… IMAGE COMMAND…` in the foreground: returns
+    /// once the command has exited, its logs complete; the container stays until dropped.
+    #[track_caller]
+    pub fn run_to_end(
+        prefix: &str,
+        image: &Image,
+        options: &[&str],
+        command: &[&str],
+    ) -> Container {
+        let container = Container {
+            name: unique_name(prefix),
+        };
+        let mut args = vec!["run", "--name", &container.name, "--label", LABEL];
+        args.extend_from_slice(options);
+        args.push(&image.tag);
+        args.extend_from_slice(command);
+        docker_ok(args);
+        container
+    }
+
     /// `docker exec NAME ARGS…`, whatever its outcome.
     pub fn exec(&self, args: &[&str]) -> Output {
         let mut all = vec!["exec", self.name.as_str()];

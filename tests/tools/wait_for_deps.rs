@@ -5,9 +5,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::common::docker;
 use crate::common::listeners::{Reply, Server, free_port};
 use crate::common::*;
 
@@ -607,98 +607,23 @@ fn sigterm_and_sigint_stop_the_wait_promptly() {
     }
 }
 
-/// A tiny image, `FROM scratch` with Debian's static busybox, built once per test run.
-pub(super) fn busybox_image() -> Option<&'static str> {
-    static IMAGE: OnceLock<Option<&'static str>> = OnceLock::new();
-    *IMAGE.get_or_init(|| {
-        const IMAGE: &str = "hexclave-test-wait-busybox:latest";
-        let busybox = std::path::Path::new("/bin/busybox");
-        if !busybox.is_file() || !docker_answers() {
-            return None;
-        }
-        let dir = scratch();
-        std::fs::copy(busybox, dir.path().join("busybox")).ok()?;
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-        )
-        .ok()?;
-        let built = Command::new("docker")
-            .args(["build", "-q", "-t", IMAGE])
-            .arg(dir.path())
-            .output()
-            .ok()?;
-        if !built.status.success() {
-            eprintln!(
-                "docker build {IMAGE} failed:\n{}",
-                String::from_utf8_lossy(&built.stderr)
-            );
-        }
-        built.status.success().then_some(IMAGE)
-    })
-}
-
-fn docker_answers() -> bool {
-    has_program("docker")
-        && Command::new("docker")
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-}
-
-/// A container that printed some lines and exited; removed when dropped.
-pub(super) struct Container(pub String);
-
-impl Container {
-    pub(super) fn run(image: &str, script: &str) -> Container {
-        let name = format!("hexclave-wait-test-{}-{}", std::process::id(), free_port());
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let status = Command::new("docker")
-            .args([
-                "run",
-                "--name",
-                &name,
-                "--network",
-                "none",
-                image,
-                "sh",
-                "-c",
-                script,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("docker run");
-        assert!(status.success(), "docker run {name}");
-        Container(name)
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.0])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
+/// A busybox container that ran `script` to its end (its logs complete) and its image; both
+/// removed when dropped.
+pub(super) fn finished_container(script: &str) -> (docker::Container, docker::Image) {
+    let image = docker::ImageBuilder::new("wait").build();
+    let container = docker::Container::run_to_end(
+        "wait",
+        &image,
+        &["--network", "none"],
+        &["sh", "-c", script],
+    );
+    (container, image)
 }
 
 #[test]
 fn diagnostics_show_the_deps_container_from_a_real_docker_engine() {
-    let image = busybox_image();
-    require!(
-        image.is_some(),
-        "a docker engine and /bin/busybox (busybox-static)"
-    );
-    let container = Container::run(
-        image.unwrap(),
+    require!(docker::ready(), docker::READY);
+    let (container, _image) = finished_container(
         "echo 'deps line one'; echo '  deps line two on stderr' >&2; printf 'no newline'",
     );
     let closed = free_port();
@@ -707,7 +632,7 @@ fn diagnostics_show_the_deps_container_from_a_real_docker_engine() {
         .args(deps.args())
         .args(["--target", &format!("postgres=tcp://127.0.0.1:{closed}")])
         .args(["--timeout", "0.5", "--diag-probe-timeout", "0.3"])
-        .env("STACK_DEPS_CONTAINER", &container.0)
+        .env("STACK_DEPS_CONTAINER", &container.name)
         .run();
     run.code_is(1);
     let lines = lines(&run);
@@ -719,14 +644,14 @@ fn diagnostics_show_the_deps_container_from_a_real_docker_engine() {
     };
     let header = at(&format!(
         "wait-for-deps: --- docker logs {} (last 300 lines) ---",
-        container.0
+        container.name
     ));
     assert!(at("wait-for-deps: --- docker ps -a ---") < header);
     // docker ps -a lists the container, under the ps prefix.
     assert!(
         lines[..header]
             .iter()
-            .any(|l| l.starts_with("wait-for-deps: ps: ") && l.contains(&container.0)),
+            .any(|l| l.starts_with("wait-for-deps: ps: ") && l.contains(&container.name)),
         "{lines:#?}"
     );
     // Its log, stdout and stderr alike, every byte kept, under the deps prefix, in order.

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::wait_for_deps::{Container, UsageCase, busybox_image, lines, signal_mid_wait};
+use super::wait_for_deps::{UsageCase, finished_container, lines, signal_mid_wait};
+use crate::common::docker;
 use crate::common::listeners::{Reply, Server, free_port};
 use crate::common::*;
 
@@ -268,18 +269,14 @@ fn diagnostics_run_the_originals_commands_with_their_prefixes() {
 
 #[test]
 fn diagnostics_from_a_real_docker_engine() {
-    let image = busybox_image();
-    require!(
-        image.is_some(),
-        "a docker engine and /bin/busybox (busybox-static)"
-    );
-    let container = Container::run(image.unwrap(), "echo 'stack says hello'");
+    require!(docker::ready(), docker::READY);
+    let (container, _image) = finished_container("echo 'stack says hello'");
     let closed = free_port();
     let run = tool(TOOL)
         .args(["--timeout", "0.3"])
         .args(["--backend-port", &closed.to_string()])
         .args(["--dashboard-port", &closed.to_string()])
-        .args(["--container", &container.0])
+        .args(["--container", &container.name])
         .args(["--systemctl", "/nonexistent/systemctl"])
         .args(["--journalctl", "/nonexistent/journalctl"])
         .run();
@@ -287,7 +284,7 @@ fn diagnostics_from_a_real_docker_engine() {
     let lines = lines(&run);
     let has = |pred: &dyn Fn(&str) -> bool| lines.iter().any(|l| pred(l));
     assert!(
-        has(&|l| l.starts_with("wait-for-stack-ready: ps: ") && l.contains(&container.0)),
+        has(&|l| l.starts_with("wait-for-stack-ready: ps: ") && l.contains(&container.name)),
         "{lines:#?}"
     );
     assert!(
