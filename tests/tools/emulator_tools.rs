@@ -417,23 +417,66 @@ fn aarch64_build_under_qemu_matches_the_x86_64_build() {
         std::fs::create_dir_all(link.parent().unwrap()).unwrap();
         symlink(bin, link).unwrap();
     }
-    let cases: &[(&[&str], &[u8])] = &[
-        (&["--version"], b""),
-        (&["--list"], b""),
-        (&["--help"], b""),
-        (&["--bogus"], b""),
-        (&["no-such-tool"], b""),
-        (&["log-provision", "hello", "  two  spaces", "-n"], b""),
-        (&["log-provision", "--help"], b""),
-        (&["log-provision-stream", "--version"], b""),
+    // render-stack-env on the fixture files with keys fixed in advance, nothing mounted.
+    let fixtures = workspace().join("tests/fixtures/render-stack-env");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    for (name, digit) in [
+        ("internal-pck", "1"),
+        ("internal-ssk", "2"),
+        ("internal-sak", "3"),
+    ] {
+        std::fs::write(keys.join(name), format!("{}\n", digit.repeat(64))).unwrap();
+    }
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let render = vec![
+        "render-stack-env".to_string(),
+        "--output".into(),
+        "-".into(),
+        "--no-mount".into(),
+        "--runtime-env".into(),
+        path(&fixtures.join("runtime.env")),
+        "--base-env".into(),
+        path(&fixtures.join("base.env")),
+        "--key-dir".into(),
+        path(&keys),
+        "--build-env".into(),
+        path(&dir.path().join("no-build.env")),
+    ];
+    let owned = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let hex = "ab".repeat(32);
+    let cases: Vec<(Vec<String>, Vec<u8>)> = vec![
+        (owned(&["--version"]), vec![]),
+        (owned(&["--list"]), vec![]),
+        (owned(&["--help"]), vec![]),
+        (owned(&["--bogus"]), vec![]),
+        (owned(&["no-such-tool"]), vec![]),
         (
-            &["log-provision-stream", "pfx"],
-            b"one\n  two  \r\n\xff\xfe bytes\nlast",
+            owned(&["log-provision", "hello", "  two  spaces", "-n"]),
+            vec![],
         ),
-        (&["log-provision-stream"], b"no prefix\n"),
+        (owned(&["log-provision", "--help"]), vec![]),
+        (owned(&["log-provision-stream", "--version"]), vec![]),
+        (
+            owned(&["log-provision-stream", "pfx"]),
+            b"one\n  two  \r\n\xff\xfe bytes\nlast".to_vec(),
+        ),
+        (owned(&["log-provision-stream"]), b"no prefix\n".to_vec()),
+        (render, vec![]),
+        // trigger-fast-rotate's input checks, all before docker would run.
+        (
+            owned(&["trigger-fast-rotate", "--docker", "/nonexistent/docker"]),
+            format!("CRON_SECRET={hex}\nX=$(touch /tmp/pwned)").into_bytes(),
+        ),
+        (
+            owned(&["trigger-fast-rotate", "--docker", "/nonexistent/docker"]),
+            format!("CRON_SECRET={hex}").into_bytes(),
+        ),
     ];
     let mut checked = 0;
-    for (args, stdin) in cases {
+    for (args, stdin) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stdin = stdin.as_slice();
         let run = |label: &str, program: &Path, qemu: bool| {
             let log = dir.path().join(format!("{label}.log"));
             let mut argv: Vec<&OsStr> = Vec::new();
@@ -461,6 +504,20 @@ fn aarch64_build_under_qemu_matches_the_x86_64_build() {
         let arm = run("aarch64", &musl_multicall(AARCH64), true);
         assert_eq!(x86, host, "x86_64 musl vs host build: {args:?}");
         assert_eq!(arm, x86, "aarch64 under qemu vs x86_64: {args:?}");
+        match args.first() {
+            Some(&"render-stack-env") => {
+                assert_eq!(x86.0, Some(0), "{}", String::from_utf8_lossy(&x86.2));
+                let env = String::from_utf8_lossy(&x86.1);
+                let pck = format!(
+                    "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY={}",
+                    "1".repeat(64)
+                );
+                assert!(env.lines().any(|l| l == pck), "{env}");
+                assert!(env.ends_with("DASHBOARD_PORT=8101\n"), "{env}");
+            }
+            Some(&"trigger-fast-rotate") => assert_eq!(x86.0, Some(2)),
+            _ => {}
+        }
         if args.first() == Some(&"log-provision") && args.len() > 2 {
             assert_eq!(x86.1, b"STACK_PROVISION: hello   two  spaces -n\n");
             assert_eq!(x86.3, b"hello   two  spaces -n\n");
