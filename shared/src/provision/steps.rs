@@ -208,7 +208,7 @@ pub fn help() -> String {
             MountHostFs => "TOOLS/mount-host-fs --mount-point HOST".to_string(),
             Tool(name) => format!("TOOLS/{name}"),
             Systemctl(args) => format!("systemctl {}", args.join(" ")),
-            Settle => "wait --qga-settle".to_string(),
+            Settle => "wait --qga-settle seconds".to_string(),
         };
         let failure = match step.on_failure {
             NoLogFile => "continue without a log file".to_string(),
@@ -216,10 +216,10 @@ pub fn help() -> String {
             Fatal => "fail with its status".to_string(),
             Abort { dump, .. } => match dump {
                 Some((prefix, args)) => format!(
-                    "log its output of `systemctl {}` as {prefix}: and fail with 1",
+                    "log the ERROR line and `systemctl {}` (as `{prefix}: …`), fail with 1",
                     args.join(" ")
                 ),
-                None => "fail with 1".to_string(),
+                None => "log the ERROR line, fail with 1".to_string(),
             },
         };
         out.push_str(&format!("  {:<28}{what}; {failure}\n", step.name));
