@@ -16,6 +16,7 @@ pub mod hostfs;
 pub mod keystore;
 pub mod knob;
 pub mod mounts;
+pub mod provision;
 pub mod provision_log;
 pub mod rotate;
 pub mod stack_env;

@@ -4,6 +4,7 @@ mod fake_emulator;
 mod log_provision;
 mod log_provision_stream;
 mod mount_host_fs;
+mod provision_build;
 mod render_stack_env;
 mod trigger_fast_rotate;
 mod user_data;

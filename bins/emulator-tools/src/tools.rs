@@ -33,6 +33,7 @@ tools! {
     "log-provision" => log_provision,
     "log-provision-stream" => log_provision_stream,
     "mount-host-fs" => mount_host_fs,
+    "provision-build" => provision_build,
     "render-stack-env" => render_stack_env,
     "trigger-fast-rotate" => trigger_fast_rotate,
     "wait-for-deps" => wait_for_deps,

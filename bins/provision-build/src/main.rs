@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    provision_build::main(std::env::args_os())
+}

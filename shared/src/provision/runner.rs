@@ -1,0 +1,390 @@
+//! Running the steps' programs as child processes, and noticing signals meanwhile.
+//!
+//! Every step's program is a child process in a process group of its own, with stdin from
+//! `/dev/null` and its stdout and stderr on pipes that provision-build forwards ([`Mirror`]).
+//! Whatever the child does (exits non-zero, panics, is killed) provision-build only sees a wait
+//! status, so it always survives to report it.
+//!
+//! SIGTERM, SIGINT and SIGHUP are blocked in every thread of provision-build and taken by one
+//! thread with `sigwait`, which turns them into [`Event::Signal`]s on the same channel as the
+//! children's exits: the main thread waits for whichever comes first. On a signal, the running
+//! step's process group gets SIGTERM, then SIGKILL after the grace period, and the pipeline
+//! fails with 128 + the signal's number. A new process inherits its parent's signal mask, so
+//! each child empties it before it executes its program ([`unblock_signals_on_exec`]); without
+//! that, a step could not be stopped by anything but SIGKILL.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{SigSet, Signal, killpg};
+use nix::unistd::{Pid, pipe2};
+
+use super::console::{Mirror, forward};
+use crate::error::{Error, Result};
+use crate::provision_log::ProvisionLog;
+
+/// The signals that stop the pipeline.
+pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+/// How long to wait for the output of a step that exited, when something it left behind keeps
+/// its pipes open. The output still arrives afterwards; the pipeline just does not wait for it.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// The process group of the step running now (0: none), for the panic hook.
+static CURRENT_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Sends `signal` to the running step's process group, if any.
+pub fn signal_current_step(signal: Signal) {
+    let group = CURRENT_GROUP.load(Ordering::SeqCst);
+    if group > 0 {
+        let _ = killpg(Pid::from_raw(group), signal);
+    }
+}
+
+/// How a step's program ended.
+#[derive(Debug)]
+pub enum Status {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal killed it.
+    Killed(i32),
+    /// It could not be started; the status is what a shell reports (127: not found, 126: not
+    /// executable).
+    NotStarted { code: u8, why: String },
+    /// provision-build received this signal while the step ran, and stopped it.
+    Stopped(Signal),
+}
+
+impl Status {
+    pub fn success(&self) -> bool {
+        matches!(self, Status::Exited(0))
+    }
+
+    /// The status the pipeline exits with when this failure is fatal: the child's own status, or
+    /// 128 + the signal's number, as a shell reports it.
+    pub fn code(&self) -> u8 {
+        let code = match self {
+            Status::Exited(code) => *code,
+            Status::Killed(signal) => 128 + signal,
+            Status::NotStarted { code, .. } => i32::from(*code),
+            Status::Stopped(signal) => 128 + *signal as i32,
+        };
+        u8::try_from(code).unwrap_or(u8::MAX)
+    }
+
+    fn from_exit(status: ExitStatus) -> Status {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Status::Exited(code),
+            (None, Some(signal)) => Status::Killed(signal),
+            (None, None) => Status::Exited(i32::from(u8::MAX)),
+        }
+    }
+
+    fn not_started(err: &io::Error) -> Status {
+        let code = match err.kind() {
+            io::ErrorKind::NotFound => 127,
+            _ => 126,
+        };
+        Status::NotStarted {
+            code,
+            why: err.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Exited(0) => f.write_str("ok"),
+            Status::Exited(code) => write!(f, "exit status {code}"),
+            Status::Killed(signal) => match Signal::try_from(*signal) {
+                Ok(name) => write!(f, "killed by signal {signal} ({name})"),
+                Err(_) => write!(f, "killed by signal {signal}"),
+            },
+            Status::NotStarted { why, .. } => write!(f, "could not start: {why}"),
+            Status::Stopped(signal) => write!(f, "stopped: provision-build received {signal}"),
+        }
+    }
+}
+
+/// Makes the child of `cmd` start its program with no signal blocked.
+pub fn unblock_signals_on_exec(cmd: &mut Command) {
+    // SAFETY: an all-zero sigset_t is valid storage, and sigemptyset initialises it.
+    let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `none` is valid, writable storage.
+    unsafe { libc::sigemptyset(&mut none) };
+    // SAFETY: the closure runs between fork and exec and only calls pthread_sigmask, which is
+    // async-signal-safe, on a set prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            match libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) {
+                0 => Ok(()),
+                err => Err(io::Error::from_raw_os_error(err)),
+            }
+        });
+    }
+}
+
+enum Event {
+    Exited(i32, io::Result<ExitStatus>),
+    Signal(Signal),
+}
+
+/// What to do with a child's output.
+pub enum Output<'a> {
+    /// stdout to our stdout, stderr to our stderr, both to the serial device.
+    Forward,
+    /// stdout and stderr together (`2>&1`), each line logged as `<prefix>: <line>` (what the
+    /// original piped into `log-provision-stream <prefix>`).
+    Log {
+        prefix: &'a str,
+        log_file: Option<&'a std::path::Path>,
+    },
+}
+
+pub struct Runner {
+    events: Receiver<Event>,
+    sender: Sender<Event>,
+    mirror: Mirror,
+    env: Vec<(OsString, OsString)>,
+    stop_grace: Duration,
+}
+
+impl Runner {
+    /// Blocks the stop signals in this thread, and so in every thread started after it: call
+    /// it before any other thread starts. Starts the thread that receives them.
+    pub fn new(stop_grace: Duration) -> Result<Runner> {
+        let mut set = SigSet::empty();
+        STOP_SIGNALS.iter().for_each(|s| set.add(*s));
+        set.thread_block()
+            .map_err(|e| Error::new("blocking SIGTERM, SIGINT and SIGHUP", e))?;
+        let (sender, events) = mpsc::channel();
+        let to_main = sender.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                while let Ok(signal) = set.wait() {
+                    if to_main.send(Event::Signal(signal)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::new("starting the signal thread", e))?;
+        Ok(Runner {
+            events,
+            sender,
+            mirror: Mirror::default(),
+            env: Vec::new(),
+            stop_grace,
+        })
+    }
+
+    /// Where children's output is forwarded.
+    pub fn set_mirror(&mut self, mirror: Mirror) {
+        self.mirror = mirror;
+    }
+
+    /// Sets a variable in every child's environment from now on.
+    pub fn set_env(&mut self, key: &str, value: impl Into<OsString>) {
+        let value = value.into();
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value));
+    }
+
+    /// A stop signal received since the last look, if any.
+    pub fn pending_signal(&mut self) -> Option<Signal> {
+        while let Ok(event) = self.events.try_recv() {
+            if let Event::Signal(signal) = event {
+                return Some(signal);
+            }
+        }
+        None
+    }
+
+    /// Sleeps for `duration`, or until a stop signal, which it returns.
+    pub fn sleep(&mut self, duration: Duration) -> Option<Signal> {
+        let deadline = Instant::now() + duration;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Event::Signal(signal)) => return Some(signal),
+                Ok(Event::Exited(..)) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits for a stop signal, forever.
+    pub fn wait_for_signal(&mut self) -> Signal {
+        loop {
+            match self.events.recv() {
+                Ok(Event::Signal(signal)) => return signal,
+                Ok(Event::Exited(..)) => {}
+                // The signal thread holds a sender for as long as the process lives.
+                Err(_) => std::thread::park(),
+            }
+        }
+    }
+
+    /// Runs `argv` to completion, or until a stop signal stops it.
+    pub fn run(&mut self, argv: &[OsString], output: Output<'_>) -> Status {
+        let Some((program, args)) = argv.split_first() else {
+            return Status::NotStarted {
+                code: 127,
+                why: "empty command".into(),
+            };
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .process_group(0);
+        unblock_signals_on_exec(&mut cmd);
+        let mut readers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+        let child = match output {
+            Output::Forward => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+                let mut child = match cmd.spawn() {
+                    Ok(child) => child,
+                    Err(err) => return Status::not_started(&err),
+                };
+                if let Some(out) = child.stdout.take() {
+                    let to = self.mirror.stdout();
+                    readers.push(Box::new(move || forward(out, to)));
+                }
+                if let Some(err) = child.stderr.take() {
+                    let to = self.mirror.stderr();
+                    readers.push(Box::new(move || forward(err, to)));
+                }
+                child
+            }
+            Output::Log { prefix, log_file } => {
+                let (read, write) = match pipe2(OFlag::O_CLOEXEC) {
+                    Ok(pipe) => pipe,
+                    Err(err) => return Status::not_started(&err.into()),
+                };
+                let write2 = match write.try_clone() {
+                    Ok(fd) => fd,
+                    Err(err) => return Status::not_started(&err),
+                };
+                cmd.stdout(write).stderr(write2);
+                let child = match cmd.spawn() {
+                    Ok(child) => child,
+                    Err(err) => return Status::not_started(&err),
+                };
+                // The parent's write ends are gone with `cmd`, so the stream ends with the child.
+                drop(cmd);
+                let mut log = ProvisionLog::new(self.mirror.stdout(), log_file);
+                let prefix = prefix.as_bytes().to_vec();
+                readers.push(Box::new(move || {
+                    let _ = log.stream(File::from(read), &prefix);
+                    let _ = log.finish();
+                }));
+                child
+            }
+        };
+        let pid = child.id() as i32;
+        CURRENT_GROUP.store(pid, Ordering::SeqCst);
+        let (output_done, outputs) = mpsc::channel::<()>();
+        let mut started = 0;
+        for reader in readers {
+            let done = output_done.clone();
+            let spawned = std::thread::Builder::new()
+                .name("output".into())
+                .spawn(move || {
+                    reader();
+                    let _ = done.send(());
+                });
+            if spawned.is_ok() {
+                started += 1;
+            }
+        }
+        let exits = self.sender.clone();
+        let mut child = child;
+        let waiter = std::thread::Builder::new()
+            .name("wait".into())
+            .spawn(move || {
+                let status = child.wait();
+                let _ = exits.send(Event::Exited(pid, status));
+            });
+        if let Err(err) = waiter {
+            // Without a waiter thread the child cannot be watched together with signals.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            CURRENT_GROUP.store(0, Ordering::SeqCst);
+            return Status::not_started(&err);
+        }
+        let status = self.wait_for(pid);
+        CURRENT_GROUP.store(0, Ordering::SeqCst);
+        let deadline = Instant::now() + OUTPUT_GRACE;
+        for _ in 0..started {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if outputs.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        status
+    }
+
+    /// Waits for child `pid`; on a stop signal, stops its process group and reports that.
+    fn wait_for(&mut self, pid: i32) -> Status {
+        let group = Pid::from_raw(pid);
+        let mut stopped: Option<Signal> = None;
+        let mut deadline: Option<Instant> = None;
+        let mut killed = false;
+        loop {
+            let event = match deadline {
+                None => self
+                    .events
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => self
+                    .events
+                    .recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            match event {
+                Ok(Event::Exited(done, status)) if done == pid => {
+                    return match (stopped, status) {
+                        (Some(signal), _) => Status::Stopped(signal),
+                        (None, Ok(status)) => Status::from_exit(status),
+                        (None, Err(err)) => Status::NotStarted {
+                            code: 1,
+                            why: format!("waiting for it: {err}"),
+                        },
+                    };
+                }
+                Ok(Event::Exited(..)) => {}
+                Ok(Event::Signal(signal)) => {
+                    if stopped.is_none() {
+                        stopped = Some(signal);
+                        let _ = killpg(group, Signal::SIGTERM);
+                        deadline = Some(Instant::now() + self.stop_grace);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let signal = stopped.unwrap_or(Signal::SIGTERM);
+                    if killed {
+                        // Not even SIGKILL ended it (stuck in the kernel): stop waiting.
+                        return Status::Stopped(signal);
+                    }
+                    // The grace period is over: SIGKILL, and give the kernel a moment to reap.
+                    killed = true;
+                    let _ = killpg(group, Signal::SIGKILL);
+                    deadline = Some(Instant::now() + Duration::from_secs(5));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Status::NotStarted {
+                        code: 1,
+                        why: "lost track of it".into(),
+                    };
+                }
+            }
+        }
+    }
+}
