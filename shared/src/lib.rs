@@ -16,6 +16,7 @@ pub mod hostfs;
 pub mod interrupt;
 pub mod keystore;
 pub mod knob;
+pub mod migrations;
 pub mod mounts;
 pub mod progress;
 pub mod provision_log;
