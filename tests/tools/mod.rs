@@ -5,4 +5,5 @@ mod log_provision_stream;
 mod mount_host_fs;
 mod render_stack_env;
 mod run_build_migrations;
+mod slim_docker_image;
 mod trigger_fast_rotate;
