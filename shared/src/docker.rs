@@ -22,7 +22,8 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Output};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -67,6 +68,60 @@ impl Docker {
             program: self.program.clone(),
             args: args.into_iter().map(Into::into).collect(),
             env: Vec::new(),
+            input: None,
+        }
+    }
+
+    /// Whether the engine answers `docker info`.
+    pub fn answers(&self) -> bool {
+        self.command(["info"]).read().is_ok()
+    }
+
+    /// The ID (`sha256:…`) of the image `reference` (`name` means `name:latest`), or `None` when
+    /// the engine has no such image. An engine that does not answer is an error.
+    pub fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        let listing = self
+            .command([
+                "image",
+                "ls",
+                "--no-trunc",
+                "--format",
+                "{{.Repository}}:{{.Tag}} {{.ID}}",
+            ])
+            .read()?;
+        Ok(image_id_in(&listing, reference))
+    }
+
+    /// The names of the engine's volumes.
+    pub fn volume_names(&self) -> Result<Vec<String>> {
+        let names = self.command(["volume", "ls", "--quiet"]).read()?;
+        Ok(names.lines().map(str::to_string).collect())
+    }
+
+    /// Stops the container `name` with `docker stop --time GRACE` (its processes get SIGTERM and
+    /// `grace` to exit, then SIGKILL) and makes sure it is gone: a container started with `--rm`
+    /// removes itself once stopped, and any other is removed here. A container that does not
+    /// exist is not an error; one still there after all that is.
+    pub fn stop_and_remove(&self, name: &str, grace: Duration) -> Result<()> {
+        if !self.container_exists(name)? {
+            return Ok(());
+        }
+        // Fails harmlessly when the container already stopped or is being removed.
+        let _ = self
+            .command(["stop", "--time", &grace.as_secs().to_string(), name])
+            .read();
+        // `--rm` removal runs in the engine after the stop returns; `rm -f` meanwhile may be
+        // refused ("removal already in progress"), so ask again until it is gone.
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        loop {
+            if !self.container_exists(name)? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return self.remove_container(name);
+            }
+            let _ = self.command(["rm", "--force", name]).read();
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -95,6 +150,23 @@ impl Docker {
     }
 }
 
+/// How long [`Docker::stop_and_remove`] waits for a stopped container to disappear.
+const REMOVAL_WAIT: Duration = Duration::from_secs(10);
+
+/// The ID of `reference` in lines of `REPOSITORY:TAG ID`; `name` stands for `name:latest`.
+fn image_id_in(listing: &str, reference: &str) -> Option<String> {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    let wanted = if last.contains(':') || last.contains('@') {
+        reference.to_string()
+    } else {
+        format!("{reference}:latest")
+    };
+    listing.lines().find_map(|line| {
+        let (name, id) = line.trim_end_matches('\r').rsplit_once(' ')?;
+        (name == wanted).then(|| id.to_string())
+    })
+}
+
 /// Whether `name` is one of the lines of `docker ps --format {{.Names}}` output.
 fn names_include(output: &str, name: &str) -> bool {
     output
@@ -118,6 +190,8 @@ pub struct DockerCommand {
     program: OsString,
     args: Vec<OsString>,
     env: Vec<(String, Secret)>,
+    /// What its stdin reads, when not closed or inherited.
+    input: Option<Vec<u8>>,
 }
 
 impl DockerCommand {
@@ -145,6 +219,12 @@ impl DockerCommand {
         self
     }
 
+    /// Feeds `bytes` to the command's stdin (`docker build -`, a Dockerfile).
+    pub fn stdin_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.input = Some(bytes.into());
+        self
+    }
+
     /// The program and its arguments, as `execve` receives them.
     pub fn argv(&self) -> Vec<&OsStr> {
         std::iter::once(self.program.as_os_str())
@@ -158,10 +238,25 @@ impl DockerCommand {
     }
 
     fn expression(&self) -> duct::Expression {
-        self.env.iter().fold(
+        let expr = self.env.iter().fold(
             duct::cmd(&self.program, &self.args),
             |expr, (name, Secret(value))| expr.env(name, value),
-        )
+        );
+        match &self.input {
+            Some(bytes) => expr.stdin_bytes(bytes.clone()),
+            None => expr,
+        }
+    }
+
+    /// The expression with stdin closed unless input was given.
+    fn captured(&self) -> duct::Expression {
+        let expr = self.expression();
+        let expr = if self.input.is_none() {
+            expr.stdin_null()
+        } else {
+            expr
+        };
+        expr.stdout_capture().stderr_capture().unchecked()
     }
 
     /// Runs to completion with stdin closed, stdout and stderr captured; returns stdout (lossy
@@ -169,25 +264,65 @@ impl DockerCommand {
     /// status and the tail of its stderr.
     pub fn read(&self) -> Result<String> {
         let output = self
-            .expression()
-            .stdin_null()
+            .captured()
+            .run()
+            .map_err(|err| self.start_error(&err))?;
+        checked_stdout(&self.to_string(), &output)
+    }
+
+    /// As [`DockerCommand::read`], for a command that may run long: every `every` while it runs,
+    /// `tick` is called with the time so far and the client's process id, so that the caller
+    /// can report progress (e.g. from `/proc/PID/io`).
+    pub fn read_with_progress(
+        &self,
+        every: Duration,
+        tick: impl FnMut(Duration, u32),
+    ) -> Result<String> {
+        let shown = self.to_string();
+        let handle = self
+            .captured()
+            .start()
+            .map_err(|err| self.start_error(&err))?;
+        let output = wait_ticking(&handle, every, tick, 0)
+            .map_err(|err| Error::new(format!("running `{shown}`"), err))?;
+        checked_stdout(&shown, output)
+    }
+
+    /// `self | next`: two processes joined by a pipe, no shell; stdout of `next` is returned,
+    /// both stderrs are captured for the error. The pipeline fails when either side fails (the
+    /// right side's status wins, as with `set -o pipefail`). `tick` is called every `every` with
+    /// the time so far and the left side's process id.
+    pub fn pipe_with_progress(
+        &self,
+        next: &DockerCommand,
+        every: Duration,
+        tick: impl FnMut(Duration, u32),
+    ) -> Result<String> {
+        let shown = format!("{self} | {next}");
+        let left = self.expression().stdin_null();
+        let handle = left
+            .pipe(next.expression())
             .stdout_capture()
             .stderr_capture()
             .unchecked()
-            .run()
-            .map_err(|err| self.start_error(&err))?;
-        if !output.status.success() {
-            return Err(Error::new(
-                format!("running `{self}`"),
-                format!(
-                    "{}: {}",
-                    describe(output.status),
-                    stderr_tail(&output.stderr)
-                ),
-            ));
-        }
-        let text = String::from_utf8_lossy(&output.stdout);
-        Ok(text.trim_end_matches(['\n', '\r']).to_string())
+            .start()
+            .map_err(|err| Error::new(format!("running `{shown}`"), err))?;
+        let output = wait_ticking(&handle, every, tick, 0)
+            .map_err(|err| Error::new(format!("running `{shown}`"), err))?;
+        checked_stdout(&shown, output)
+    }
+
+    /// Starts the command with stdin closed and its stdout and stderr in one pipe (as `2>&1`),
+    /// returning duct's reader: read it to the end, then [`duct::ReaderHandle::try_wait`] gives
+    /// the exit status (a non-zero status is not an error). Another thread may
+    /// [`duct::ReaderHandle::kill`] it, which ends the read.
+    pub fn combined_reader(&self) -> Result<duct::ReaderHandle> {
+        self.expression()
+            .stdin_null()
+            .stderr_to_stdout()
+            .unchecked()
+            .reader()
+            .map_err(|err| self.start_error(&err))
     }
 
     /// Runs to completion with stdin, stdout and stderr inherited and returns its exit status,
@@ -242,6 +377,42 @@ impl fmt::Display for DockerCommand {
             .collect();
         f.write_str(&words.join(" "))
     }
+}
+
+/// Waits for `handle`, calling `tick` every `every` with the time so far and the process id at
+/// `index` in the pipeline.
+fn wait_ticking(
+    handle: &duct::Handle,
+    every: Duration,
+    mut tick: impl FnMut(Duration, u32),
+    index: usize,
+) -> io::Result<&Output> {
+    let start = Instant::now();
+    let pid = handle.pids().get(index).copied().unwrap_or(0);
+    let every = every.max(Duration::from_millis(10));
+    loop {
+        if let Some(output) = handle.wait_timeout(every)? {
+            return Ok(output);
+        }
+        tick(start.elapsed(), pid);
+    }
+}
+
+/// The stdout of a finished command (lossy UTF-8, trailing newlines removed), or an error
+/// naming `shown`, its status and the tail of its stderr.
+fn checked_stdout(shown: &str, output: &Output) -> Result<String> {
+    if !output.status.success() {
+        return Err(Error::new(
+            format!("running `{shown}`"),
+            format!(
+                "{}: {}",
+                describe(output.status),
+                stderr_tail(&output.stderr)
+            ),
+        ));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// `exit status 3` or `killed by signal 9`.
@@ -395,6 +566,89 @@ mod tests {
         let err = Docker::new("false").remove_container("x").unwrap_err();
         assert_eq!(err.what(), "running `false rm -f x`");
         assert!(Docker::new("false").container_exists("x").is_err());
+    }
+
+    #[test]
+    fn image_ids_are_found_by_exact_reference() {
+        let listing = "stack-local-emulator:final sha256:aaa\n\
+                       stack-local-emulator:latest sha256:bbb\n\
+                       registry:5000/x:latest sha256:ccc\n\
+                       <none>:<none> sha256:ddd\n";
+        let id = |r: &str| image_id_in(listing, r);
+        assert_eq!(id("stack-local-emulator").as_deref(), Some("sha256:bbb"));
+        assert_eq!(
+            id("stack-local-emulator:final").as_deref(),
+            Some("sha256:aaa")
+        );
+        assert_eq!(id("registry:5000/x").as_deref(), Some("sha256:ccc"));
+        assert_eq!(id("stack-local-emulator-slim"), None);
+        assert_eq!(id("stack"), None);
+    }
+
+    #[test]
+    fn stdin_bytes_reach_the_command() {
+        let out = Docker::new("cat")
+            .command(Vec::<String>::new())
+            .stdin_bytes("FROM x\n")
+            .read()
+            .unwrap();
+        assert_eq!(out, "FROM x");
+    }
+
+    #[test]
+    fn a_pipe_joins_two_processes_and_fails_when_either_side_does() {
+        let sh = Docker::new("sh");
+        let upper = sh.command(["-c", "tr a-z A-Z"]);
+        let out = sh
+            .command(["-c", "echo hello"])
+            .pipe_with_progress(&upper, Duration::from_secs(5), |_, _| {})
+            .unwrap();
+        assert_eq!(out, "HELLO");
+        let err = sh
+            .command(["-c", "echo broken >&2; exit 3"])
+            .pipe_with_progress(&upper, Duration::from_secs(5), |_, _| {})
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "running `sh -c 'echo broken >&2; exit 3' | sh -c 'tr a-z A-Z'`: exit status 3: broken"
+        );
+        let err = sh
+            .command(["-c", "echo fine"])
+            .pipe_with_progress(
+                &sh.command(["-c", "cat >/dev/null; exit 4"]),
+                Duration::from_secs(5),
+                |_, _| {},
+            )
+            .unwrap_err();
+        assert!(err.why().starts_with("exit status 4"), "{err}");
+    }
+
+    #[test]
+    fn progress_ticks_while_a_command_runs() {
+        let mut ticks = Vec::new();
+        let out = Docker::new("sh")
+            .command(["-c", "sleep 0.35; echo done"])
+            .read_with_progress(Duration::from_millis(100), |elapsed, pid| {
+                ticks.push((elapsed, pid));
+            })
+            .unwrap();
+        assert_eq!(out, "done");
+        assert!((2..=4).contains(&ticks.len()), "{ticks:?}");
+        assert!(ticks.iter().all(|&(_, pid)| pid > 0));
+    }
+
+    #[test]
+    fn a_combined_reader_sees_both_streams_and_the_status() {
+        use std::io::Read;
+        let reader = Docker::new("sh")
+            .command(["-c", "echo out; echo err >&2; exit 5"])
+            .combined_reader()
+            .unwrap();
+        let mut text = String::new();
+        (&reader).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "out\nerr\n");
+        let status = reader.try_wait().unwrap().unwrap().status;
+        assert_eq!(status.code(), Some(5));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod util;
 
 mod log_provision;
 mod wait;
+mod zero_fill;
 
 /// Every benchmark: a name and the function that runs it and prints its figures.
 const BENCHES: &[(&str, fn())] = &[
@@ -19,9 +20,15 @@ const BENCHES: &[(&str, fn())] = &[
     ("log-provision-stream", log_provision::stream_throughput),
     ("wait-for-deps detection", wait::detection_latency),
     ("wait-for-deps waiting cpu", wait::waiting_cpu),
+    ("zero-fill", zero_fill::versus_dd),
 ];
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(zero_fill::HELPER) {
+        zero_fill::helper(&args[1..]);
+        return;
+    }
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

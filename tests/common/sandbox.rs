@@ -228,6 +228,8 @@ impl Sandbox {
             &start,
             format!(
                 "#!/bin/sh\n\
+                 # Like `systemctl start`, starting a running engine does nothing.\n\
+                 DOCKER_HOST='{host}' docker info >/dev/null 2>&1 && exit 0\n\
                  setsid dockerd {} >>'{}' 2>&1 </dev/null &\n\
                  i=0\n\
                  until DOCKER_HOST='{}' docker info >/dev/null 2>&1; do\n\
@@ -236,7 +238,8 @@ impl Sandbox {
                  done\n",
                 args.join(" "),
                 log.display(),
-                self.docker_host()
+                self.docker_host(),
+                host = self.docker_host(),
             ),
         )
         .unwrap();

@@ -6,6 +6,8 @@ mod log_provision_stream;
 mod mount_host_fs;
 mod provision_build;
 mod render_stack_env;
+mod run_build_migrations;
+mod slim_docker_image;
 mod trigger_fast_rotate;
 mod user_data;
 mod wait_for_deps;

@@ -35,6 +35,8 @@ tools! {
     "mount-host-fs" => mount_host_fs,
     "provision-build" => provision_build,
     "render-stack-env" => render_stack_env,
+    "run-build-migrations" => run_build_migrations,
+    "slim-docker-image" => slim_docker_image,
     "trigger-fast-rotate" => trigger_fast_rotate,
     "wait-for-deps" => wait_for_deps,
     "wait-for-stack-ready" => wait_for_stack_ready,

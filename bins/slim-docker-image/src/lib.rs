@@ -1,0 +1,351 @@
+//! `slim-docker-image`: build, smoke-test and flatten the slim image; rebuild docker's storage
+//! around it; zero-fill the free space.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+use shared::docker::Docker;
+use shared::error::Error;
+use shared::interrupt::Interrupt;
+use shared::provision_log::ProvisionLog;
+use shared::slim::{self, Config};
+use shared::storage_rebuild::{self as rebuild, EngineCommands, Paths, Step};
+use shared::wait::spec::{self, Checked};
+use shared::zero_fill;
+
+const TOOL: &str = slim::TOOL;
+
+/// Build the slim emulator image, smoke-test it, flatten it, rebuild docker's storage around it
+/// and zero-fill the free space.
+///
+/// Steps, each logged with the original's lines:
+///
+///   Step 1: docker build -t stack-local-emulator-slim - (the original's Dockerfile on stdin).
+///   Step 2: Unless --arch-env sets STACK_EMULATOR_BUILD_ARCH=arm64 (the file is parsed as an env
+///      file, never executed): the smoke test. docker run --rm --name smoke-test --network host
+///      --env-file BUILD_ENV --env-file COMPUTED_ENV with three fresh random hex keys
+///      (STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY, STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY,
+///      STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY, passed by name: the values are only in
+///      docker's environment, never in an argument list), STACK_SKIP_MIGRATIONS=true,
+///      STACK_SKIP_SEED_SCRIPT=true, STACK_RUNTIME_WORK_DIR=/app and the five data volumes; the
+///      backend must answer exactly 200 on http://127.0.0.1:8102/health?db=1 within 300 s.
+///      Otherwise: diagnostics (docker ps -a, the container's last 200 log lines, free -m,
+///      curl -v), the container removed, exit 1.
+///   Step 3: The flatten: docker create --name flatten stack-local-emulator-slim /bin/true, then
+///      docker export flatten | docker import --change 'WORKDIR /app'
+///      --change 'ENTRYPOINT ["/entrypoint.sh"]' --change 'EXPOSE 5432 6379 2500 9001 1100 8071
+///      8123 9009 9090 8080 8101 8102' --change 'ENV DEBIAN_FRONTEND=noninteractive'
+///      - stack-local-emulator:final.
+///   Step 4: The storage rebuild, step by step, each recorded in --state-file when done:
+///        save            docker save the final image to --image-tar (via TAR.partial)
+///        stop-engine     --stop-engine-command
+///        move-volumes    rename --volumes-dir to --backup-dir
+///        wipe            remove --docker-root and --containerd-root (mounts below detached)
+///        start-engine    --start-engine-command, then wait for `docker info`
+///        load            docker load -i TAR
+///        tag             docker tag stack-local-emulator:final stack-local-emulator
+///        untag-final     verify the image ID, docker rmi stack-local-emulator:final
+///        remove-tar      verify again, remove the tar
+///        stop-docker     --stop-docker-command
+///        restore-volumes replace the new volumes directory by the backup (rename)
+///        start-docker    --start-docker-command, then wait for `docker info`
+///        verify          the image ID and every volume listed again
+///        zero-fill       write zeros to --fill-file until the disk is full, remove it,
+///                        then --fstrim-command
+///      The engine is stopped before the volumes move (the original moved them first).
+///
+/// Recovery: when --state-file exists, steps 1-3 are skipped and the rebuild resumes after the
+/// last recorded step (with the engine first stopped or started as that step needs), so a run
+/// that crashed or failed anywhere in it is finished by running the tool again with the same
+/// options. The image tar is removed only once the reloaded image has the saved image's ID; the
+/// volumes backup only ever moves back by rename, and the run counts as done only once the
+/// engine lists every volume it had. A stale backup directory without a state file is refused.
+///
+/// Every line goes to stdout as `STACK_PROVISION: <line>` and to STACK_PROVISION_LOG_FILE, as
+/// log-provision writes them; lines added to the original's start with `slim-docker-image: `
+/// (progress of long steps every --progress-interval, the rebuild's steps).
+#[derive(Parser)]
+#[command(name = TOOL, version, verbatim_doc_comment)]
+#[command(after_help = "\
+Exit status:
+  0      done
+  1      the smoke test failed, or a step failed (the message names it; a failed rebuild
+         step keeps its progress in --state-file: fix the cause and run again)
+  128+N  stopped by signal N (SIGTERM: 143, SIGINT: 130); a rebuild resumes on the next run
+  2      bad usage
+
+Commands (--*-command) are split into words like a shell would (quotes, backslashes) but are
+never run by a shell. An empty --fstrim-command skips the trim. Durations are seconds (300,
+2.5) or a number with a unit: 100ms, 30s, 5m. Sizes are bytes or a number with K, M or G.
+The docker client honours DOCKER_HOST.
+
+Environment:
+  STACK_PROVISION_LOG_FILE  the log file, as for log-provision")]
+pub struct Args {
+    /// The emulator image the slim one is built from; the final image is tagged with it.
+    #[arg(long, value_name = "IMAGE", default_value = slim::DEFAULT_IMAGE)]
+    pub image: String,
+
+    /// The slim image's name.
+    #[arg(long, value_name = "IMAGE", default_value = slim::DEFAULT_SLIM_IMAGE)]
+    pub slim_image: String,
+
+    /// The flattened image's name, until it is tagged as --image.
+    #[arg(long, value_name = "IMAGE", default_value = slim::DEFAULT_FINAL_IMAGE)]
+    pub final_image: String,
+
+    /// The build env file given to the smoke test.
+    #[arg(long, value_name = "FILE", default_value = shared::migrations::DEFAULT_BUILD_ENV)]
+    pub build_env: PathBuf,
+
+    /// The computed env file given after it.
+    #[arg(long, value_name = "FILE", default_value = shared::migrations::DEFAULT_COMPUTED_ENV)]
+    pub computed_env: PathBuf,
+
+    /// The file saying STACK_EMULATOR_BUILD_ARCH (missing: not arm64).
+    #[arg(long, value_name = "FILE", default_value = slim::DEFAULT_ARCH_ENV)]
+    pub arch_env: PathBuf,
+
+    /// The smoke-test container's name.
+    #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_SMOKE_CONTAINER, value_parser = Checked(name))]
+    pub smoke_container: String,
+
+    /// The backend port the smoke test probes on 127.0.0.1.
+    #[arg(long, value_name = "PORT", default_value = "8102", value_parser = Checked(spec::port))]
+    pub smoke_port: u16,
+
+    /// How long the backend may take to answer 200.
+    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = Checked(spec::duration))]
+    pub smoke_timeout: Duration,
+
+    /// The flatten container's name.
+    #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_FLATTEN_CONTAINER, value_parser = Checked(name))]
+    pub flatten_container: String,
+
+    /// Docker's data root, wiped by the rebuild.
+    #[arg(long, value_name = "DIR", default_value = rebuild::DEFAULT_DOCKER_ROOT)]
+    pub docker_root: PathBuf,
+
+    /// containerd's data root, wiped by the rebuild.
+    #[arg(long, value_name = "DIR", default_value = rebuild::DEFAULT_CONTAINERD_ROOT)]
+    pub containerd_root: PathBuf,
+
+    /// The engine's volumes directory [default: DOCKER_ROOT/volumes].
+    #[arg(long, value_name = "DIR")]
+    pub volumes_dir: Option<PathBuf>,
+
+    /// Where the volumes wait during the rebuild (same filesystem as --volumes-dir).
+    #[arg(long, value_name = "DIR", default_value = rebuild::DEFAULT_BACKUP)]
+    pub backup_dir: PathBuf,
+
+    /// Where the final image is saved during the rebuild.
+    #[arg(long, value_name = "FILE", default_value = rebuild::DEFAULT_TAR)]
+    pub image_tar: PathBuf,
+
+    /// The rebuild's progress record; its existence means "resume".
+    #[arg(long, value_name = "FILE", default_value = rebuild::DEFAULT_STATE)]
+    pub state_file: PathBuf,
+
+    /// Stops docker and containerd.
+    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_STOP_ALL, value_parser = Checked(command_words))]
+    pub stop_engine_command: Words,
+
+    /// Starts docker and containerd.
+    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_START_ALL, value_parser = Checked(command_words))]
+    pub start_engine_command: Words,
+
+    /// Stops docker.
+    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_STOP_DOCKER, value_parser = Checked(command_words))]
+    pub stop_docker_command: Words,
+
+    /// Starts docker.
+    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_START_DOCKER, value_parser = Checked(command_words))]
+    pub start_docker_command: Words,
+
+    /// How long a started engine may take to answer `docker info`.
+    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = Checked(spec::duration))]
+    pub engine_timeout: Duration,
+
+    /// The file the zero-fill writes (and removes).
+    #[arg(long, value_name = "FILE", default_value = zero_fill::DEFAULT_FILE)]
+    pub fill_file: PathBuf,
+
+    /// The size of each zero-fill write.
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = Checked(size))]
+    pub fill_block_size: usize,
+
+    /// The trim command after the zero-fill (empty: none).
+    #[arg(long, value_name = "COMMAND", default_value = zero_fill::DEFAULT_TRIM, value_parser = Checked(words))]
+    pub fstrim_command: Words,
+
+    /// How often long steps log their progress.
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(positive))]
+    pub progress_interval: Duration,
+
+    /// How long `docker stop` gives a container before killing it.
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(spec::duration))]
+    pub stop_timeout: Duration,
+
+    /// The docker client program.
+    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    pub docker: OsString,
+
+    /// Tests only: exit with status 99 right after this rebuild step, before recording it.
+    #[arg(long, value_name = "STEP", env = "STACK_SLIM_CRASH_AFTER", hide = true, value_parser = Checked(Step::parse))]
+    pub crash_after: Option<Step>,
+}
+
+/// A command split into words.
+#[derive(Clone, Debug)]
+pub struct Words(pub Vec<OsString>);
+
+fn words(text: &str) -> Result<Words, String> {
+    let split =
+        shell_words::split(text).map_err(|err| format!("cannot split into words: {err}"))?;
+    Ok(Words(split.into_iter().map(OsString::from).collect()))
+}
+
+fn command_words(text: &str) -> Result<Words, String> {
+    let words = words(text)?;
+    if words.0.is_empty() {
+        return Err("must name a command".into());
+    }
+    Ok(words)
+}
+
+fn name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.starts_with('-') {
+        Err("not a container name".into())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+fn positive(text: &str) -> Result<Duration, String> {
+    match spec::duration(text)? {
+        d if d.is_zero() => Err("must be greater than 0".into()),
+        d => Ok(d),
+    }
+}
+
+/// Bytes, or a number with K, M or G (powers of 1024); at least 1, at most 1G.
+fn size(text: &str) -> Result<usize, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let factor: usize = match unit {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        _ => return Err("expected bytes or a number with K, M or G".into()),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| "expected bytes or a number with K, M or G".to_string())?;
+    match n.checked_mul(factor) {
+        Some(bytes) if (1..=1 << 30).contains(&bytes) => Ok(bytes),
+        _ => Err("must be between 1 byte and 1G".into()),
+    }
+}
+
+impl Args {
+    fn config(self) -> Result<Config, Error> {
+        let docker = Docker::new(self.docker);
+        let volumes = self
+            .volumes_dir
+            .unwrap_or_else(|| self.docker_root.join("volumes"));
+        let rebuild = rebuild::Config {
+            docker: docker.clone(),
+            final_image: self.final_image,
+            target_image: self.image.clone(),
+            paths: Paths {
+                docker_root: self.docker_root,
+                containerd_root: self.containerd_root,
+                volumes,
+                backup: self.backup_dir,
+                tar: self.image_tar,
+                state: self.state_file,
+            },
+            engine: EngineCommands {
+                stop_all: self.stop_engine_command.0,
+                start_all: self.start_engine_command.0,
+                stop_docker: self.stop_docker_command.0,
+                start_docker: self.start_docker_command.0,
+            },
+            engine_timeout: self.engine_timeout,
+            progress_every: self.progress_interval,
+            zero_fill: zero_fill::Config {
+                path: self.fill_file,
+                block_size: self.fill_block_size,
+                progress_every: self.progress_interval,
+                trim: self.fstrim_command.0,
+            },
+            crash_after: self.crash_after,
+        };
+        Ok(Config {
+            docker,
+            image: self.image,
+            slim_image: self.slim_image,
+            build_env: self.build_env,
+            computed_env: self.computed_env,
+            arch_env: self.arch_env,
+            smoke_container: self.smoke_container,
+            smoke_port: self.smoke_port,
+            smoke_timeout: self.smoke_timeout,
+            flatten_container: self.flatten_container,
+            stop_timeout: self.stop_timeout,
+            progress_every: self.progress_interval,
+            rebuild,
+        })
+    }
+}
+
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    shared::cli::run(TOOL, args, |args: Args| {
+        let interrupt = Interrupt::install()?;
+        let config = args.config()?;
+        let mut log = ProvisionLog::from_env();
+        let status = slim::run(&config, &interrupt, &mut log);
+        if let Err(err) = &status {
+            // The operator reads the provision log, not the console's stderr.
+            log.message(format!("{TOOL}: ERROR: {err}").as_bytes());
+        }
+        if let Err(err) = log.finish() {
+            shared::cli::report(TOOL, &err);
+        }
+        status
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("4M"), Ok(4 << 20));
+        assert_eq!(size("512k"), Ok(512 << 10));
+        assert_eq!(size("4096"), Ok(4096));
+        for bad in ["", "0", "4X", "M", "2G", "-1", "1.5M"] {
+            assert!(size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn commands_split_without_a_shell() {
+        let w = words("systemctl stop 'docker containerd'").unwrap();
+        assert_eq!(w.0, ["systemctl", "stop", "docker containerd"]);
+        assert!(words("").unwrap().0.is_empty());
+        assert!(command_words("").is_err());
+        assert!(words("a 'b").is_err());
+    }
+}

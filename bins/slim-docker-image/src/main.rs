@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    slim_docker_image::main(std::env::args_os())
+}

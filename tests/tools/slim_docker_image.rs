@@ -1,0 +1,749 @@
+//! slim-docker-image against a throwaway engine, its stop/start scripts and a scratch tmpfs.
+//!
+//! Everything destructive runs in a sandbox: the engine whose data root the tool wipes is the
+//! sandbox's own dockerd (started and stopped by the sandbox's scripts, standing in for
+//! `systemctl start/stop docker containerd`), the backup, tar and state file live in the sandbox
+//! directory, and the zero-fill fills a 32 MiB tmpfs mounted inside the sandbox's mount
+//! namespace. These tests replace the original's straight-line rebuild (a crash between the
+//! `mv` of the volumes and their return lost them) and its smoke keys in docker's argv.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::sandbox::{self, Sandbox};
+use crate::common::*;
+
+const TOOL: &str = "slim-docker-image";
+const STEPS: [&str; 14] = [
+    "save",
+    "stop-engine",
+    "move-volumes",
+    "wipe",
+    "start-engine",
+    "load",
+    "tag",
+    "untag-final",
+    "remove-tar",
+    "stop-docker",
+    "restore-volumes",
+    "start-docker",
+    "verify",
+    "zero-fill",
+];
+const SMOKE_KEYS: [&str; 3] = [
+    "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
+    "STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY",
+    "STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY",
+];
+/// What the volume holds before the rebuild and must hold after it.
+const KEPT: &str = "kept across the rebuild\n";
+
+/// A sandbox with an engine, the fake emulator as `stack-local-emulator`, a volume holding a
+/// file, env files and a scratch tmpfs.
+struct Setup {
+    sb: Sandbox,
+    start: PathBuf,
+    stop: PathBuf,
+}
+
+impl Setup {
+    fn new(extra: &[&str], arch: &str) -> Setup {
+        let mut sb = Sandbox::with_network();
+        sb.start_engine();
+        let (start, stop) = sb.engine_scripts();
+        let s = Setup { sb, start, stop };
+        s.build_fake(extra);
+        std::fs::write(s.sb.path("build.env"), "STACK_EMULATOR_BUILD_SNAPSHOT=1\n").unwrap();
+        std::fs::write(
+            s.sb.path("computed.env"),
+            "USE_INLINE_ENV_VARS=true\nBACKEND_PORT=8102\n",
+        )
+        .unwrap();
+        std::fs::write(
+            s.sb.path("arch.env"),
+            format!("STACK_EMULATOR_BUILD_ARCH={arch}\n"),
+        )
+        .unwrap();
+        std::fs::create_dir(s.sb.path("scratch")).unwrap();
+        let mount = s.sb.sh(&format!(
+            "mount -t tmpfs -o size=32m scratch '{}'",
+            s.sb.path("scratch").display()
+        ));
+        Run(mount).success();
+        s.sb.docker_ok([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/sh",
+            "-v",
+            "stack-postgres-data:/data/postgres",
+            "stack-local-emulator",
+            "-c",
+            &format!(
+                "printf '{}' > /data/postgres/keep.txt",
+                KEPT.trim_end().to_owned() + "\\n"
+            ),
+        ]);
+        s
+    }
+
+    fn build_fake(&self, extra: &[&str]) {
+        crate::common::fake_emulator::build(|a| self.sb.docker(a), "stack-local-emulator", extra);
+    }
+
+    fn var_tmp(&self, name: &str) -> PathBuf {
+        self.sb.path("var-tmp").join(name)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.sb.path("provision.log")
+    }
+
+    fn tool(&self) -> Cmd {
+        self.tool_starting_with(&self.start)
+    }
+
+    /// The tool with `start` as the command that starts docker and containerd.
+    fn tool_starting_with(&self, start: impl AsRef<std::ffi::OsStr>) -> Cmd {
+        let p = |name: &str| self.sb.path(name);
+        self.sb
+            .tool(TOOL)
+            .arg("--build-env")
+            .arg(p("build.env"))
+            .arg("--computed-env")
+            .arg(p("computed.env"))
+            .arg("--arch-env")
+            .arg(p("arch.env"))
+            .arg("--docker-root")
+            .arg(self.sb.engine_data_root())
+            .arg("--containerd-root")
+            .arg(p("containerd"))
+            .arg("--backup-dir")
+            .arg(self.var_tmp("volumes-backup"))
+            .arg("--image-tar")
+            .arg(self.var_tmp("final-image.tar"))
+            .arg("--state-file")
+            .arg(self.var_tmp("slim.state"))
+            .arg("--stop-engine-command")
+            .arg(&self.stop)
+            .arg("--start-engine-command")
+            .arg(start)
+            .arg("--stop-docker-command")
+            .arg(&self.stop)
+            .arg("--start-docker-command")
+            .arg(&self.start)
+            .arg("--fill-file")
+            .arg(p("scratch/zero.fill"))
+            .arg("--fstrim-command")
+            .arg(format!("fstrim -v {}", p("scratch").display()))
+            .args(["--progress-interval", "1"])
+            .env("STACK_PROVISION_LOG_FILE", self.log_path())
+    }
+
+    fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The original's lines: not ours, not a diagnostics stream.
+    fn original_lines(&self) -> Vec<String> {
+        self.log()
+            .into_iter()
+            .filter(|l| !l.starts_with("slim-docker-image: "))
+            .map(|l| match l.strip_prefix("Smoke test passed (") {
+                Some(_) => "Smoke test passed (Ns).".to_string(),
+                None => l,
+            })
+            .collect()
+    }
+
+    fn names(&self, args: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .sb
+            .docker_ok(args)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The rebuild left exactly the final image, with the volume's file, and nothing behind.
+    #[track_caller]
+    fn assert_rebuilt(&self) {
+        assert_eq!(
+            self.names(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]),
+            ["stack-local-emulator:latest"]
+        );
+        let kept = self.sb.docker_ok([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/cat",
+            "-v",
+            "stack-postgres-data:/d",
+            "stack-local-emulator",
+            "/d/keep.txt",
+        ]);
+        assert_eq!(kept, KEPT);
+        for name in [
+            "final-image.tar",
+            "final-image.tar.partial",
+            "volumes-backup",
+            "slim.state",
+        ] {
+            assert!(!self.var_tmp(name).exists(), "{name} left behind");
+        }
+        assert_eq!(
+            self.names(&["ps", "-a", "--format", "{{.Names}}"]),
+            Vec::<String>::new()
+        );
+        let scratch = self
+            .sb
+            .sh(&format!("ls -A '{}'", self.sb.path("scratch").display()));
+        assert_eq!(
+            String::from_utf8_lossy(&scratch.stdout),
+            "",
+            "the fill file is gone"
+        );
+    }
+}
+
+fn engine() -> bool {
+    sandbox::engine_available()
+}
+
+/// Collects every process's command line while a run goes on.
+struct CmdlineSampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<BTreeSet<String>>>,
+}
+
+impl CmdlineSampler {
+    fn start() -> CmdlineSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut seen = BTreeSet::new();
+            while !flag.load(Ordering::Relaxed) {
+                let Ok(entries) = std::fs::read_dir("/proc") else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+                        if !raw.is_empty() {
+                            seen.insert(String::from_utf8_lossy(&raw).replace('\0', " "));
+                        }
+                    }
+                }
+            }
+            seen
+        });
+        CmdlineSampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> BTreeSet<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+#[test]
+fn full_run_smoke_tests_flattens_rebuilds_and_fills() {
+    require!(engine(), "a sandbox with a docker engine");
+    let s = Setup::new(&[], "amd64");
+    let sampler = CmdlineSampler::start();
+    let child = s
+        .tool()
+        .cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The smoke container's keys, read from the engine while it runs.
+    let mut secrets: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while secrets.is_empty() && Instant::now() < deadline {
+        let out =
+            s.sb.docker([
+                "inspect",
+                "--format",
+                "{{range .Config.Env}}{{println .}}{{end}}",
+                "smoke-test",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((key, value)) = line.split_once('=') {
+                if SMOKE_KEYS.contains(&key) {
+                    secrets.push(value.to_string());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let seen = sampler.finish();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{:#?}",
+        String::from_utf8_lossy(&output.stderr),
+        s.log()
+    );
+
+    // Three distinct fresh hex keys, none ever in a command line; the run itself was seen.
+    assert_eq!(secrets.len(), 3, "{secrets:?}");
+    assert!(
+        secrets
+            .iter()
+            .all(|k| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+    );
+    assert_eq!(secrets.iter().collect::<BTreeSet<_>>().len(), 3);
+    for secret in &secrets {
+        assert!(
+            !seen.iter().any(|c| c.contains(secret.as_str())),
+            "a secret was in argv"
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|c| c.contains(" run --rm --name smoke-test ")
+                && c.contains(" -e STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY -e ")),
+        "the sampler never saw the smoke test's docker run"
+    );
+
+    let dir = s.var_tmp("");
+    assert_eq!(
+        s.original_lines(),
+        [
+            "Building slim Docker image...".to_string(),
+            "Slim image built.".into(),
+            "Running smoke test on slim image...".into(),
+            "Smoke test passed (Ns).".into(),
+            "Flattening image (docker export/import)...".into(),
+            "Flatten done.".into(),
+            format!(
+                "Saving final image to {}...",
+                dir.display().to_string().trim_end_matches('/')
+            ),
+            "Nuking Docker storage and reloading...".into(),
+            "Docker storage rebuilt.".into(),
+            "Zeroing free space for qcow2 compression...".into(),
+            "slim-docker-image done.".into(),
+        ]
+    );
+    let log = s.log();
+    let steps: Vec<&str> = log
+        .iter()
+        .filter_map(|l| l.strip_prefix("slim-docker-image: storage rebuild step "))
+        .collect();
+    let expected: Vec<String> = STEPS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{}/14: {s}", i + 1))
+        .collect();
+    assert_eq!(steps, expected);
+    // The zero-fill filled the 32 MiB scratch filesystem, then the trim ran.
+    let filled = log
+        .iter()
+        .find_map(|l| l.strip_prefix("slim-docker-image: zero-fill: filesystem full after "))
+        .unwrap_or_else(|| panic!("{log:#?}"));
+    let mib: u64 = filled.split(' ').next().unwrap().parse().unwrap();
+    assert!((30..=32).contains(&mib), "{filled}");
+    assert!(filled.ends_with(&format!(
+        "; removed {}",
+        s.sb.path("scratch/zero.fill").display()
+    )));
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("slim-docker-image: fstrim: ")),
+        "{log:#?}"
+    );
+
+    s.assert_rebuilt();
+
+    // The flattened image carries exactly the original's --change settings.
+    let config = s.sb.docker_ok([
+        "image", "inspect", "--format",
+        "{{json .Config.Entrypoint}}|{{.Config.WorkingDir}}|{{json .Config.ExposedPorts}}|{{json .Config.Env}}|{{len .RootFS.Layers}}",
+        "stack-local-emulator",
+    ]);
+    let ports: Vec<String> = [
+        1100, 2500, 5432, 6379, 8071, 8080, 8101, 8102, 8123, 9001, 9009, 9090,
+    ]
+    .iter()
+    .map(|p| format!("\"{p}/tcp\":{{}}"))
+    .collect();
+    assert_eq!(
+        config.trim_end(),
+        format!(
+            "[\"/entrypoint.sh\"]|/app|{{{}}}|[\"DEBIAN_FRONTEND=noninteractive\"]|1",
+            ports.join(",")
+        )
+    );
+    // The slim Dockerfile's work: the standalone modules in place, linked by name, the full
+    // modules and the backend's dist gone.
+    let tree = s.sb.docker_ok([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        "stack-local-emulator",
+        "-c",
+        "cd /app/node_modules && ls -A; for l in next react @prisma; do readlink $l; done; \
+         ls /app/apps/backend; test -e /app/node_modules.standalone || echo no-standalone",
+    ]);
+    assert_eq!(
+        tree,
+        ".pnpm\n@prisma\nnext\nreact\n.pnpm/node_modules/next\n.pnpm/node_modules/react\n\
+         .pnpm/node_modules/@prisma\nno-standalone\n"
+    );
+}
+
+impl Setup {
+    /// The volume's file, from wherever the rebuild has it now (the engine's volumes directory
+    /// or the backup), checking it is in exactly one of them.
+    #[track_caller]
+    fn volume_file_somewhere(&self) -> String {
+        let rel = "stack-postgres-data/_data/keep.txt";
+        let places = [
+            self.sb.engine_data_root().join("volumes"),
+            self.var_tmp("volumes-backup"),
+        ];
+        let found: Vec<String> = places
+            .iter()
+            .filter_map(|dir| std::fs::read_to_string(dir.join(rel)).ok())
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "the volume should be in exactly one place: {found:?}"
+        );
+        found[0].clone()
+    }
+}
+
+#[test]
+fn a_crash_after_each_rebuild_step_is_finished_by_a_rerun() {
+    require!(engine(), "a sandbox with a docker engine");
+    // arm64: the smoke test is skipped (and says so), which keeps this long test short.
+    let s = Setup::new(&[], "arm64");
+    let resumed = |after: &str| {
+        format!(
+            "slim-docker-image: resuming the storage rebuild after {after} (state file {})",
+            s.var_tmp("slim.state").display()
+        )
+    };
+    let remove_tar = STEPS.iter().position(|s| *s == "remove-tar").unwrap();
+    for (i, step) in STEPS.iter().enumerate() {
+        let before = s.log().len();
+        let run = s.tool().env("HEXCLAVE_SLIM_CRASH_AFTER", step).run();
+        run.code_is(99).stderr_is(format!(
+            "slim-docker-image: crash injected after step {step}: STACK_SLIM_CRASH_AFTER\n"
+        ));
+        let log = s.log()[before..].to_vec();
+        if i == 0 {
+            assert!(
+                log.contains(
+                    &"Skipping smoke test: build arch is arm64 and cross-arch TCG \
+                               can't reliably run the backend."
+                        .to_string()
+                ),
+                "{log:#?}"
+            );
+            assert!(!log.iter().any(|l| l.contains("moke test on")), "{log:#?}");
+        } else {
+            // The re-run resumes after the last recorded step, redoes the crashed one, and
+            // goes on to this one.
+            let after = if i == 1 { "the start" } else { STEPS[i - 2] };
+            assert_eq!(log[0], resumed(after), "{log:#?}");
+            assert!(!log.iter().any(|l| l.starts_with("Building")), "{log:#?}");
+        }
+        // The crashed step is not recorded; the one before it is.
+        let state = std::fs::read_to_string(s.var_tmp("slim.state")).unwrap();
+        let done = if i == 0 { "none" } else { STEPS[i - 1] };
+        assert!(state.contains(&format!("\ndone={done}\n")), "{state}");
+        // Nothing lost at any point: the volume's file is in the volumes or in the backup,
+        // and the tar exists until the reloaded image has been verified.
+        assert_eq!(s.volume_file_somewhere(), KEPT, "after {step}");
+        if i < remove_tar {
+            assert!(
+                s.var_tmp("final-image.tar").is_file(),
+                "no tar after {step}"
+            );
+        }
+    }
+    let before = s.log().len();
+    s.tool().run().success().stderr_is("");
+    let log = s.log()[before..].to_vec();
+    assert_eq!(log[0], resumed("verify"));
+    assert_eq!(log.last().unwrap(), "slim-docker-image done.");
+    s.assert_rebuilt();
+}
+
+#[test]
+fn a_failed_engine_start_keeps_everything_and_a_rerun_finishes() {
+    require!(engine(), "a sandbox with a docker engine");
+    let s = Setup::new(&[], "arm64");
+    s.tool_starting_with("false")
+        .run()
+        .code_is(1)
+        .stderr_is(format!(
+            "slim-docker-image: storage rebuild step start-engine: running `false`: exit status \
+             1: no output on stderr; the progress is kept in {}: fix the cause and run \
+             slim-docker-image again to resume\n",
+            s.var_tmp("slim.state").display()
+        ));
+    assert!(!s.sb.engine_data_root().exists(), "the wipe ran");
+    assert_eq!(s.volume_file_somewhere(), KEPT);
+    assert!(s.var_tmp("final-image.tar").is_file());
+    assert!(
+        s.log()
+            .last()
+            .unwrap()
+            .starts_with("slim-docker-image: ERROR: storage rebuild step start-engine: ")
+    );
+    s.tool().run().success();
+    s.assert_rebuilt();
+}
+
+#[test]
+fn a_failed_smoke_test_dumps_diagnostics_and_removes_its_container() {
+    require!(engine(), "a sandbox with a docker engine");
+    let s = Setup::new(&["ENV FAKE_APP_BROKEN=1"], "amd64");
+    s.tool()
+        .args(["--smoke-timeout", "2"])
+        .run()
+        .code_is(1)
+        .stderr_is("");
+    let log = s.log();
+    let at = |line: &str| {
+        log.iter()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("no {line:?}: {log:#?}"))
+    };
+    let failed = at("SMOKE TEST FAILED: backend /health?db=1 did not return 200 within 2s");
+    assert_eq!(log[failed - 1], "Running smoke test on slim image...");
+    let ps = at("--- docker ps -a ---");
+    let logs = at("--- smoke-test container logs (last 200 lines) ---");
+    let mem = at("--- free -m ---");
+    let curl = at("--- curl -v /health?db=1 ---");
+    assert!(
+        failed < ps && ps < logs && logs < mem && mem < curl,
+        "{log:#?}"
+    );
+    let section = |from: usize, to: usize, prefix: &str| {
+        assert!(to > from + 1, "empty section {prefix}: {log:#?}");
+        for line in &log[from + 1..to] {
+            assert!(line.starts_with(prefix), "{line:?} in the {prefix} section");
+        }
+    };
+    section(ps, logs, "ps: ");
+    assert!(
+        log[ps + 1..logs].iter().any(|l| l.contains("smoke-test")),
+        "{log:#?}"
+    );
+    section(logs, mem, "smoke-test: ");
+    assert!(log[logs + 1..mem].contains(&"smoke-test: fake-emulator: app mode".to_string()));
+    section(mem, curl, "mem: ");
+    section(curl, log.len(), "curl: ");
+    // curl's own account, or the one line saying it is missing.
+    assert!(
+        log[curl + 1..]
+            .iter()
+            .any(|l| l.contains("127.0.0.1") || l == "curl: curl: command not found"),
+        "{log:#?}"
+    );
+    assert_eq!(
+        s.names(&["ps", "-a", "--format", "{{.Names}}"]),
+        Vec::<String>::new()
+    );
+    assert!(!s.var_tmp("slim.state").exists(), "no rebuild started");
+    assert!(
+        s.names(&["image", "ls", "--format", "{{.Repository}}"])
+            .contains(&"stack-local-emulator-slim".to_string())
+    );
+}
+
+#[test]
+fn a_stale_backup_without_a_state_file_is_refused_before_anything_runs() {
+    let dir = scratch();
+    let backup = dir.path().join("volumes-backup");
+    std::fs::create_dir(&backup).unwrap();
+    let log = dir.path().join("provision.log");
+    tool(TOOL)
+        .args(["--docker", "/nonexistent/docker"])
+        .arg("--backup-dir")
+        .arg(&backup)
+        .arg("--image-tar")
+        .arg(dir.path().join("final.tar"))
+        .arg("--state-file")
+        .arg(dir.path().join("state"))
+        .arg("--docker-root")
+        .arg(dir.path().join("docker"))
+        .env("STACK_PROVISION_LOG_FILE", &log)
+        .run()
+        .code_is(1)
+        .stderr_is(format!(
+            "slim-docker-image: starting the storage rebuild: {} exists: no rebuild is recorded \
+             in {}, so it is not ours; move it away and run again\n",
+            backup.display(),
+            dir.path().join("state").display()
+        ));
+    assert!(backup.is_dir());
+    // Nothing was logged but the error: not even the first step.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.starts_with("slim-docker-image: ERROR: starting the storage rebuild"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1);
+}
+
+#[test]
+fn paths_the_wipe_would_take_are_usage_errors() {
+    let dir = scratch();
+    tool(TOOL)
+        .arg("--docker-root")
+        .arg(dir.path().join("docker"))
+        .arg("--image-tar")
+        .arg(dir.path().join("docker/final.tar"))
+        .run()
+        .code_is(2)
+        .stderr_contains("final.tar: is inside --docker-root");
+    tool(TOOL)
+        .args(["--image-tar", "relative.tar"])
+        .run()
+        .code_is(2)
+        .stderr_is(
+            "slim-docker-image: --image-tar relative.tar: must be an absolute path without '..'\n",
+        );
+}
+
+#[test]
+fn help_version_and_bad_arguments() {
+    let run = tool(TOOL).arg("--help").run();
+    run.success().stderr_is("");
+    let help = run.stdout_str();
+    for text in [
+        "Usage: slim-docker-image [OPTIONS]",
+        "[default: /var/lib/docker]",
+        "[default: /var/lib/containerd]",
+        "[default: /var/tmp/volumes-backup]",
+        "[default: /var/tmp/final-image.tar]",
+        "[default: /var/tmp/slim-docker-image.state]",
+        "[default: /zero.fill]",
+        "[default: \"fstrim -av\"]",
+        "[default: \"systemctl stop docker containerd\"]",
+        "[default: \"systemctl start docker containerd\"]",
+        "[default: \"systemctl stop docker\"]",
+        "[default: \"systemctl start docker\"]",
+        "[default: /etc/stack-build-arch.env]",
+        "[default: smoke-test]",
+        "[default: 8102]",
+        "[default: stack-local-emulator:final]",
+    ] {
+        assert!(help.contains(text), "--help lacks {text:?}:\n{help}");
+    }
+    assert!(!help.contains("crash-after"), "the test knob stays hidden");
+    tool(TOOL)
+        .arg("--version")
+        .run()
+        .success()
+        .stdout_is(format!("{TOOL} {}\n", env!("CARGO_PKG_VERSION")));
+    tool(TOOL)
+        .args(["--stop-engine-command", ""])
+        .run()
+        .code_is(2)
+        .stderr_contains("must name a command");
+    tool(TOOL)
+        .args(["--fill-block-size", "4X"])
+        .run()
+        .code_is(2)
+        .stderr_contains("invalid value '4X' for '--fill-block-size <SIZE>'");
+    tool(TOOL)
+        .env("HEXCLAVE_SLIM_CRASH_AFTER", "lunch")
+        .run()
+        .code_is(2)
+        .stderr_contains("unknown step 'lunch'");
+}
+
+#[test]
+fn sigterm_during_the_smoke_test_removes_its_container() {
+    require!(engine(), "a sandbox with a docker engine");
+    let s = Setup::new(&["ENV FAKE_APP_BROKEN=1"], "amd64");
+    let mut child = s
+        .tool()
+        .cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s
+        .names(&["ps", "--format", "{{.Names}}"])
+        .contains(&"smoke-test".to_string())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the smoke test never started: {:#?}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    // nsenter execs the tool without forking: the child is the tool.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(status.code(), Some(143));
+    assert_eq!(
+        s.log().last().unwrap(),
+        "slim-docker-image: interrupted by SIGTERM"
+    );
+    assert_eq!(
+        s.names(&["ps", "-a", "--format", "{{.Names}}"]),
+        Vec::<String>::new()
+    );
+    assert!(!s.var_tmp("slim.state").exists());
+}
+
+#[test]
+fn one_rerun_finishes_after_a_crash_in_the_dangerous_window() {
+    require!(engine(), "a sandbox with a docker engine");
+    let s = Setup::new(&[], "arm64");
+    // Between moving the volumes away and moving them back: the original lost them here.
+    for (round, step) in ["move-volumes", "wipe", "restore-volumes"]
+        .iter()
+        .enumerate()
+    {
+        if round > 0 {
+            // The last round left the flattened image; start again from a fresh fake.
+            s.build_fake(&[]);
+        }
+        s.tool()
+            .env("HEXCLAVE_SLIM_CRASH_AFTER", step)
+            .run()
+            .code_is(99);
+        assert_eq!(s.volume_file_somewhere(), KEPT, "after {step}");
+        s.tool().run().success().stderr_is("");
+        s.assert_rebuilt();
+    }
+}
