@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod blockdev;
 pub mod cli;
+pub mod diagnostics;
 pub mod docker;
 pub mod envfile;
 pub mod error;
@@ -18,3 +19,4 @@ pub mod mounts;
 pub mod provision_log;
 pub mod rotate;
 pub mod stack_env;
+pub mod wait;

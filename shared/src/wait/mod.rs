@@ -1,0 +1,526 @@
+//! The wait engine: the project's one way of waiting for something to become ready.
+//!
+//! The originals polled one service after another with `sleep 2` between probes and no bound on
+//! a probe, so a port that accepted and never answered hung the wait past its own deadline, and
+//! readiness was noticed a second late on average. Here every target gets its own thread and is
+//! probed concurrently under one global deadline; every attempt is bounded by a per-attempt cap
+//! and by the time left, so nothing outlives the deadline; the poll interval starts short and
+//! doubles up to a cap, so readiness is noticed quickly without hammering a service that is
+//! slow to start under emulation.
+//!
+//! The caller hands in targets (a name and a [`Probe`]) and [`Options`], receives [`Event`]s on
+//! its own thread — each tool turns them into its original's exact log lines — and gets a
+//! [`Report`] back: which targets became ready and when, and the last answer of the others.
+//! SIGTERM and SIGINT end a wait promptly when the tool called [`signal::take_over`].
+
+pub(crate) mod child;
+pub mod deps;
+pub mod probe;
+pub mod signal;
+pub mod spec;
+pub mod stack_ready;
+
+use std::fmt;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+pub use probe::{Answer, Attempt, Endpoint, Host, Probe, StatusRule};
+
+/// The first pause between two attempts at one target.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest pause between two attempts: the interval doubles after each failed attempt
+/// until it reaches this.
+pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a target that is still not ready is reported.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// Something to wait for: a name for the log lines and a probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub probe: Probe,
+}
+
+impl Target {
+    pub fn new(name: impl Into<String>, probe: Probe) -> Self {
+        Target {
+            name: name.into(),
+            probe,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    /// `NAME=SPEC`, the form `--target` takes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.name, self.probe)
+    }
+}
+
+/// How long and how often to try.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The whole wait gives up after this long. Zero means one attempt per target.
+    pub timeout: Duration,
+    /// The first pause between attempts at one target.
+    pub interval: Duration,
+    /// The pause doubles after each failed attempt, up to this.
+    pub max_interval: Duration,
+    /// A [`Event::Heartbeat`] this often while a target is not ready; `None` for none.
+    pub heartbeat: Option<Duration>,
+    /// The longest one attempt may take (it is also cut to the time left).
+    pub attempt_timeout: Duration,
+}
+
+impl Options {
+    /// The defaults above, with `timeout` and a per-attempt cap of `attempt_timeout`.
+    pub fn new(timeout: Duration, attempt_timeout: Duration) -> Self {
+        Options {
+            timeout,
+            interval: DEFAULT_INTERVAL,
+            max_interval: DEFAULT_MAX_INTERVAL,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
+            attempt_timeout,
+        }
+    }
+}
+
+/// What a target has done so far.
+#[derive(Clone, Debug)]
+pub struct TargetReport {
+    /// Its position in the list the wait was given.
+    pub index: usize,
+    pub name: String,
+    pub probe: Probe,
+    /// Time from the start of the wait to the end of the attempt that found it ready.
+    pub ready_after: Option<Duration>,
+    /// Its most recent attempt.
+    pub last: Option<Attempt>,
+    pub attempts: u32,
+}
+
+impl TargetReport {
+    pub fn is_ready(&self) -> bool {
+        self.ready_after.is_some()
+    }
+
+    /// The last answer in words, or `no attempt finished yet`.
+    pub fn last_answer(&self) -> String {
+        match &self.last {
+            Some(attempt) => attempt.answer.to_string(),
+            None => "no attempt finished yet".to_string(),
+        }
+    }
+}
+
+/// What the caller hears while the wait runs, always on its own thread.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// An attempt ended (ready or not); `target` already includes it.
+    Attempt {
+        target: &'a TargetReport,
+        attempt: &'a Attempt,
+    },
+    /// A target became ready; it is never probed again.
+    Ready { target: &'a TargetReport },
+    /// Another heartbeat period passed with at least one target not ready. `targets` holds
+    /// every target, ready or not, in list order.
+    Heartbeat {
+        elapsed: Duration,
+        targets: &'a [TargetReport],
+    },
+}
+
+/// How a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every target became ready.
+    Ready,
+    /// The deadline passed first.
+    TimedOut,
+    /// SIGTERM or SIGINT arrived.
+    Interrupted(Signal),
+}
+
+/// What a wait found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// Time from the start to the end of the wait.
+    pub elapsed: Duration,
+    /// Every target, in list order.
+    pub targets: Vec<TargetReport>,
+}
+
+impl Report {
+    /// The targets that did not become ready, in list order.
+    pub fn waiting(&self) -> impl Iterator<Item = &TargetReport> {
+        self.targets.iter().filter(|t| !t.is_ready())
+    }
+
+    /// One line per target that did not become ready, naming its probe and its last answer:
+    /// `postgres still not ready (pg://127.0.0.1:5432): connection refused`.
+    pub fn failing_lines(&self) -> Vec<String> {
+        self.waiting()
+            .map(|t| {
+                format!(
+                    "{} still not ready ({}): {}",
+                    t.name,
+                    t.probe,
+                    t.last_answer()
+                )
+            })
+            .collect()
+    }
+}
+
+/// A duration the way the log lines print a setting: `1500s`, `2.5s`, `0.25s`.
+pub fn seconds(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        let text = format!("{}.{:03}", ms / 1000, ms % 1000);
+        format!("{}s", text.trim_end_matches('0'))
+    }
+}
+
+enum Message {
+    Attempt {
+        index: usize,
+        attempt: Attempt,
+        at: Instant,
+    },
+    Signal(Signal),
+}
+
+/// A flag the workers sleep on, so that stopping wakes them at once.
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    fn set(&self) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    fn is_set(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleeps for `d` or until stopped; returns whether stopped.
+    fn sleep(&self, d: Duration) -> bool {
+        let guard = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .wake
+            .wait_timeout_while(guard, d, |stopped| !*stopped)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// Waits for every target, calling `on_event` on this thread as things happen.
+pub fn run(targets: &[Target], options: &Options, mut on_event: impl FnMut(Event<'_>)) -> Report {
+    let start = Instant::now();
+    let deadline = start + options.timeout;
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(Stop::default());
+    let children = Arc::new(child::Registry::default());
+    let _subscription = {
+        let tx = Mutex::new(tx.clone());
+        signal::subscribe(move |sig| {
+            let _ = tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(Message::Signal(sig));
+        })
+    };
+    for (index, target) in targets.iter().enumerate() {
+        let worker = Worker {
+            index,
+            probe: target.probe.clone(),
+            options: options.clone(),
+            deadline,
+            tx: tx.clone(),
+            stop: Arc::clone(&stop),
+            children: Arc::clone(&children),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("wait {}", target.name))
+            .spawn(move || worker.run());
+        if let Err(err) = spawned {
+            // Out of threads: probe this target from here, once, so it still gets an answer.
+            let attempt = Attempt {
+                answer: Answer::Failed(format!("cannot start a thread: {err}")),
+                ready: false,
+                took: Duration::ZERO,
+            };
+            let _ = tx.send(Message::Attempt {
+                index,
+                attempt,
+                at: Instant::now(),
+            });
+        }
+    }
+    drop(tx);
+
+    let mut reports: Vec<TargetReport> = targets
+        .iter()
+        .enumerate()
+        .map(|(index, t)| TargetReport {
+            index,
+            name: t.name.clone(),
+            probe: t.probe.clone(),
+            ready_after: None,
+            last: None,
+            attempts: 0,
+        })
+        .collect();
+    let mut next_heartbeat = options
+        .heartbeat
+        .filter(|p| !p.is_zero())
+        .map(|p| start + p);
+    let outcome = loop {
+        if reports.iter().all(TargetReport::is_ready) {
+            break Outcome::Ready;
+        }
+        let now = Instant::now();
+        if let (Some(due), Some(period)) = (next_heartbeat, options.heartbeat) {
+            if now >= due {
+                on_event(Event::Heartbeat {
+                    elapsed: now - start,
+                    targets: &reports,
+                });
+                let mut next = due + period;
+                while next <= now {
+                    next += period;
+                }
+                next_heartbeat = Some(next);
+            }
+        }
+        // With a zero timeout every target still gets its one attempt.
+        let first_round_done = !options.timeout.is_zero() || reports.iter().all(|t| t.attempts > 0);
+        if now >= deadline && first_round_done {
+            break Outcome::TimedOut;
+        }
+        let wake = [(now < deadline).then_some(deadline), next_heartbeat]
+            .into_iter()
+            .flatten()
+            .min();
+        let message = match wake {
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(now)),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match message {
+            Ok(Message::Attempt { index, attempt, at }) => {
+                let Some(report) = reports.get_mut(index) else {
+                    continue;
+                };
+                report.attempts += 1;
+                if attempt.ready && report.ready_after.is_none() {
+                    report.ready_after = Some(at.saturating_duration_since(start));
+                }
+                report.last = Some(attempt);
+                let report = &reports[index];
+                if let Some(attempt) = &report.last {
+                    on_event(Event::Attempt {
+                        target: report,
+                        attempt,
+                    });
+                    if attempt.ready {
+                        on_event(Event::Ready { target: report });
+                    }
+                }
+            }
+            Ok(Message::Signal(sig)) => break Outcome::Interrupted(sig),
+            Err(RecvTimeoutError::Timeout) => {}
+            // Every worker has ended and no signal can come: nothing more will be learnt.
+            Err(RecvTimeoutError::Disconnected) => {
+                if reports.iter().all(TargetReport::is_ready) {
+                    break Outcome::Ready;
+                }
+                break Outcome::TimedOut;
+            }
+        }
+    };
+    stop.set();
+    children.close();
+    Report {
+        outcome,
+        elapsed: start.elapsed(),
+        targets: reports,
+    }
+}
+
+/// One target's loop: attempt, report, pause, until ready, stopped or out of time.
+struct Worker {
+    index: usize,
+    probe: Probe,
+    options: Options,
+    deadline: Instant,
+    tx: mpsc::Sender<Message>,
+    stop: Arc<Stop>,
+    children: Arc<child::Registry>,
+}
+
+impl Worker {
+    fn run(self) {
+        let once = self.options.timeout.is_zero();
+        let mut interval = self.options.interval;
+        while !self.stop.is_set() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            let budget = if once {
+                self.options.attempt_timeout
+            } else {
+                self.options.attempt_timeout.min(left)
+            };
+            if budget.is_zero() {
+                return;
+            }
+            let attempt = self.probe.attempt_with(budget, &self.children);
+            let ready = attempt.ready;
+            let sent = self.tx.send(Message::Attempt {
+                index: self.index,
+                attempt,
+                at: Instant::now(),
+            });
+            if ready || once || sent.is_err() {
+                return;
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stop.sleep(interval.min(left)) {
+                return;
+            }
+            interval = (interval * 2).min(self.options.max_interval.max(self.options.interval));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, TcpListener};
+
+    fn local(port: u16) -> Endpoint {
+        Endpoint::new(Host::Ip(IpAddr::from([127, 0, 0, 1])), port)
+    }
+
+    fn closed_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    /// An HTTP server answering every request with `status`.
+    fn http_server(status: u16) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in l.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn seconds_format() {
+        assert_eq!(seconds(Duration::from_secs(1500)), "1500s");
+        assert_eq!(seconds(Duration::from_millis(2500)), "2.5s");
+        assert_eq!(seconds(Duration::from_millis(250)), "0.25s");
+        assert_eq!(seconds(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn ready_and_timed_out_targets_are_reported() {
+        let ok = http_server(200);
+        let teapot = http_server(418);
+        let targets = vec![
+            Target::new("ok", Probe::http(local(ok), "/", StatusRule::CURL_FAIL)),
+            Target::new(
+                "teapot",
+                Probe::http(local(teapot), "/", StatusRule::CURL_FAIL),
+            ),
+            Target::new("closed", Probe::Tcp(local(closed_port()))),
+        ];
+        let mut options = Options::new(Duration::from_millis(700), Duration::from_secs(1));
+        options.heartbeat = Some(Duration::from_millis(300));
+        let mut ready = Vec::new();
+        let mut heartbeats = 0;
+        let report = run(&targets, &options, |event| match event {
+            Event::Ready { target } => ready.push(target.name.clone()),
+            Event::Heartbeat { .. } => heartbeats += 1,
+            Event::Attempt { .. } => {}
+        });
+        assert_eq!(report.outcome, Outcome::TimedOut);
+        assert_eq!(ready, ["ok"]);
+        assert_eq!(heartbeats, 2);
+        let waiting: Vec<_> = report
+            .waiting()
+            .map(|t| (t.name.as_str(), t.last_answer()))
+            .collect();
+        assert_eq!(
+            waiting,
+            [
+                ("teapot", "HTTP 418".to_string()),
+                ("closed", "connection refused".to_string())
+            ]
+        );
+        assert!(report.elapsed >= Duration::from_millis(700));
+        assert!(
+            report.elapsed < Duration::from_millis(1500),
+            "{:?}",
+            report.elapsed
+        );
+    }
+
+    #[test]
+    fn zero_timeout_tries_once() {
+        let ok = http_server(204);
+        let targets = vec![Target::new(
+            "ok",
+            Probe::http(local(ok), "/", StatusRule::exactly(204)),
+        )];
+        let report = run(
+            &targets,
+            &Options::new(Duration::ZERO, Duration::from_secs(2)),
+            |_| {},
+        );
+        assert_eq!(report.outcome, Outcome::Ready);
+        let targets = vec![Target::new("closed", Probe::Tcp(local(closed_port())))];
+        let report = run(
+            &targets,
+            &Options::new(Duration::ZERO, Duration::from_secs(2)),
+            |_| {},
+        );
+        assert_eq!(report.outcome, Outcome::TimedOut);
+        assert_eq!(report.targets[0].attempts, 1);
+    }
+
+    #[test]
+    fn a_killed_command_attempt_does_not_outlive_the_deadline() {
+        let targets = vec![Target::new(
+            "sleepy",
+            Probe::Command(vec!["sleep".into(), "30".into()]),
+        )];
+        let report = run(
+            &targets,
+            &Options::new(Duration::from_millis(300), Duration::from_secs(10)),
+            |_| {},
+        );
+        assert_eq!(report.outcome, Outcome::TimedOut);
+        assert!(report.elapsed < Duration::from_secs(2));
+    }
+}
