@@ -20,9 +20,10 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::ExitStatus;
+use std::process::{Child, ChildStdin, ExitStatus, Stdio};
 
 use crate::error::{Error, Result};
 
@@ -204,18 +205,70 @@ impl DockerCommand {
     /// that failed: the error's code is 127 when the program was not found, else 126, as a
     /// shell's `exec` would exit.
     pub fn exec(self) -> Error {
-        let mut cmd = std::process::Command::new(&self.program);
-        cmd.args(&self.args);
-        for (name, Secret(value)) in &self.env {
-            cmd.env(name, value);
-        }
-        let err = cmd.exec();
+        let err = self.std_command().exec();
         let code = if err.kind() == io::ErrorKind::NotFound {
             127
         } else {
             126
         };
         self.start_error(&err).with_code(code)
+    }
+
+    /// Starts the command with a pipe on its stdin for this process to write (`… | docker
+    /// load`), stdout inherited and stderr captured for [`Feeding::finish`]'s error.
+    pub fn feed(&self) -> Result<Feeding> {
+        let mut child = self
+            .std_command()
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| self.start_error(&err))?;
+        let stdin = child.stdin.take();
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                let _ = pipe.read_to_end(&mut text);
+                text
+            })
+        });
+        Ok(Feeding {
+            command: self.to_string(),
+            child,
+            stdin,
+            stderr,
+        })
+    }
+
+    /// Starts the command with stdin inherited and its stdout and stderr into one pipe, as
+    /// `2>&1 |` gives a shell pipeline; returns the child and the pipe's read end.
+    pub fn spawn_merged(&self) -> Result<(Child, File)> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|err| {
+            Error::new(
+                format!("running `{self}`"),
+                format!("creating a pipe: {err}"),
+            )
+        })?;
+        let write = File::from(write);
+        let stdout = write
+            .try_clone()
+            .map_err(|err| Error::new(format!("running `{self}`"), err))?;
+        let child = self
+            .std_command()
+            .stdout(stdout)
+            .stderr(write)
+            .spawn()
+            .map_err(|err| self.start_error(&err))?;
+        Ok((child, File::from(read)))
+    }
+
+    /// The command for `std::process`, environment values included.
+    fn std_command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args);
+        for (name, Secret(value)) in &self.env {
+            cmd.env(name, value);
+        }
+        cmd
     }
 
     fn start_error(&self, err: &io::Error) -> Error {
@@ -228,6 +281,58 @@ impl DockerCommand {
             err.to_string()
         };
         Error::new(format!("running `{self}`"), why)
+    }
+}
+
+/// A running command this process feeds on stdin: see [`DockerCommand::feed`].
+pub struct Feeding {
+    command: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Feeding {
+    /// The command's stdin; `None` once [`Feeding::close_stdin`] was called.
+    pub fn stdin(&mut self) -> Option<&mut ChildStdin> {
+        self.stdin.as_mut()
+    }
+
+    /// Closes the command's stdin: it sees the end of its input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Closes stdin and waits for the command. Returns what it wrote on stderr when it exited
+    /// 0; otherwise an error naming the command, its status and the tail of its stderr.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        self.close_stdin();
+        let status = self.child.wait();
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
+        let what = || format!("running `{}`", self.command);
+        let status = status.map_err(|err| Error::new(what(), err))?;
+        if status.success() {
+            Ok(stderr)
+        } else {
+            Err(Error::new(
+                what(),
+                format!("{}: {}", describe(status), stderr_tail(&stderr)),
+            ))
+        }
+    }
+
+    /// Kills the command (SIGKILL: it cannot finish what it was given) and reaps it.
+    pub fn abort(mut self) {
+        self.close_stdin();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.stderr.take() {
+            let _ = reader.join();
+        }
     }
 }
 
@@ -245,7 +350,7 @@ impl fmt::Display for DockerCommand {
 }
 
 /// `exit status 3` or `killed by signal 9`.
-fn describe(status: ExitStatus) -> String {
+pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
