@@ -1,5 +1,6 @@
 mod docker_harness;
 mod fake_emulator;
+mod install_emulator_containers;
 mod log_provision;
 mod log_provision_stream;
 mod mount_host_fs;
