@@ -5,4 +5,5 @@ mod log_provision;
 mod log_provision_stream;
 mod mount_host_fs;
 mod render_stack_env;
+mod run_stack_container;
 mod trigger_fast_rotate;
