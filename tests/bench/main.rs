@@ -10,12 +10,14 @@
 mod common;
 mod util;
 
+mod image_load;
 mod log_provision;
 
 /// Every benchmark: a name and the function that runs it and prints its figures.
 const BENCHES: &[(&str, fn())] = &[
     ("log-provision", log_provision::per_call),
     ("log-provision-stream", log_provision::stream_throughput),
+    ("image-load", image_load::load),
 ];
 
 fn main() {
