@@ -34,6 +34,9 @@ pub fn load() {
     compare("text, about 2.5:1", &text);
 }
 
+/// Builds a fresh command for one run of a method.
+type MakeCommand<'a> = Box<dyn Fn() -> Command + 'a>;
+
 struct Archive {
     dir: PathBuf,
     tag: String,
@@ -87,7 +90,7 @@ fn prepare(root: &Path, name: &str, len: usize, generate: fn(&mut dyn Write, usi
 /// Times every method on `archive` and prints the figures as ratios to the original's pipe.
 fn compare(label: &str, archive: &Archive) {
     let size = std::fs::metadata(&archive.tgz).expect("archive").len();
-    let methods: [(&str, Box<dyn Fn() -> Command>); 3] = [
+    let methods: [(&str, MakeCommand); 3] = [
         (
             "gzip -dc | docker load (original)",
             Box::new(|| {
