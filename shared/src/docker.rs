@@ -8,8 +8,8 @@
 //! client for the socket would re-implement `run`, `exec` and `load` and still have to be proven
 //! to match.
 //!
-//! Every command is a program and a list of arguments handed to `execve` (through `duct`, or
-//! `exec` when the tool hands its process over), never a string a shell parses, so nothing read
+//! Every command is a program and a list of arguments handed to `execve` (through `duct` or
+//! `std::process`, or `exec` when the tool hands its process over), never a string a shell parses, so nothing read
 //! from a file, stdin or the network can become a command. Secrets never go into argv, where
 //! every user of the machine can read them in `/proc/*/cmdline`: [`DockerCommand::secret_env`]
 //! puts `-e NAME` in argv and the value in the client's environment, from which docker copies it
@@ -325,14 +325,13 @@ impl Feeding {
         }
     }
 
-    /// Kills the command (SIGKILL: it cannot finish what it was given) and reaps it.
+    /// Kills the command (SIGKILL: it cannot finish what it was given) and reaps it. Its
+    /// stderr reader is left to end on its own, should something the command started still
+    /// hold the pipe.
     pub fn abort(mut self) {
         self.close_stdin();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(reader) = self.stderr.take() {
-            let _ = reader.join();
-        }
     }
 }
 
@@ -500,6 +499,53 @@ mod tests {
         let err = Docker::new("false").remove_container("x").unwrap_err();
         assert_eq!(err.what(), "running `false rm -f x`");
         assert!(Docker::new("false").container_exists("x").is_err());
+    }
+
+    #[test]
+    fn feed_writes_stdin_and_reports_failure_with_stderr() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("docker-feed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("fed");
+        let mut feeding = Docker::new("sh")
+            .command(["-c", "cat > \"$1\"; echo warned >&2", "sh"])
+            .arg(&out)
+            .feed()
+            .unwrap();
+        feeding.stdin().unwrap().write_all(b"payload").unwrap();
+        assert_eq!(feeding.finish().unwrap(), b"warned\n");
+        assert_eq!(std::fs::read(&out).unwrap(), b"payload");
+
+        let feeding = Docker::new("sh")
+            .command(["-c", "cat >/dev/null; echo 'no space left' >&2; exit 1"])
+            .feed()
+            .unwrap();
+        let err = feeding.finish().unwrap_err();
+        assert_eq!(err.why(), "exit status 1: no space left");
+
+        // An aborted command is killed even while it waits for more input.
+        let mut feeding = Docker::new("sh")
+            .command(["-c", "sleep 30"])
+            .feed()
+            .unwrap();
+        assert!(feeding.stdin().is_some());
+        let started = std::time::Instant::now();
+        feeding.abort();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn spawn_merged_keeps_the_order_of_both_streams() {
+        use std::io::Read;
+        let (mut child, mut pipe) = Docker::new("sh")
+            .command(["-c", "echo one; echo two >&2; echo three; exit 6"])
+            .spawn_merged()
+            .unwrap();
+        let mut text = String::new();
+        pipe.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "one\ntwo\nthree\n");
+        assert_eq!(child.wait().unwrap().code(), Some(6));
     }
 
     #[test]
