@@ -12,9 +12,12 @@
 //!   with heartbeats, and on giving up it says what `docker info` last answered;
 //! - `img.tgz` is inflated in this process (zlib-rs) and the tar streamed into `docker load`'s
 //!   stdin. Measured against `gzip -dc img.tgz | docker load` (`make bench`), this is the fastest
-//!   of the candidates: the original's pipe, `docker load -i img.tgz`, streaming the compressed
-//!   bytes (the engine inflates, single-threaded in Go) and this. A progress line (bytes read
-//!   of the total, rate) reaches the provision log every interval;
+//!   of the candidates on an archive that compresses as the emulator's image does: the
+//!   original's pipe, `docker load -i img.tgz` or the compressed bytes streamed into `docker
+//!   load` (the engine inflates, in Go, slower than zlib-rs), and this. Only on incompressible
+//!   data, where gzip stores the blocks and inflating is a copy, is the engine's own inflate
+//!   faster. A progress line (bytes read of the total, rate) reaches the provision log every
+//!   interval;
 //! - a truncated or corrupt `img.tgz` is named as such (the gzip CRC and length are checked
 //!   here), and when the bundle carries `img.tgz.sha256` (`sha256sum` output, or the bare hex
 //!   digest) the file's digest is computed while streaming. The last [`HOLD_BACK`] bytes of the
