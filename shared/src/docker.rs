@@ -8,8 +8,8 @@
 //! client for the socket would re-implement `run`, `exec` and `load` and still have to be proven
 //! to match.
 //!
-//! Every command is a program and a list of arguments handed to `execve` (through `duct`, or
-//! `exec` when the tool hands its process over), never a string a shell parses, so nothing read
+//! Every command is a program and a list of arguments handed to `execve` (through `duct` or
+//! `std::process`, or `exec` when the tool hands its process over), never a string a shell parses, so nothing read
 //! from a file, stdin or the network can become a command. Secrets never go into argv, where
 //! every user of the machine can read them in `/proc/*/cmdline`: [`DockerCommand::secret_env`]
 //! puts `-e NAME` in argv and the value in the client's environment, from which docker copies it
@@ -20,9 +20,10 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{ExitStatus, Output};
+use std::process::{Child, ChildStdin, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -339,18 +340,70 @@ impl DockerCommand {
     /// that failed: the error's code is 127 when the program was not found, else 126, as a
     /// shell's `exec` would exit.
     pub fn exec(self) -> Error {
-        let mut cmd = std::process::Command::new(&self.program);
-        cmd.args(&self.args);
-        for (name, Secret(value)) in &self.env {
-            cmd.env(name, value);
-        }
-        let err = cmd.exec();
+        let err = self.std_command().exec();
         let code = if err.kind() == io::ErrorKind::NotFound {
             127
         } else {
             126
         };
         self.start_error(&err).with_code(code)
+    }
+
+    /// Starts the command with a pipe on its stdin for this process to write (`… | docker
+    /// load`), stdout inherited and stderr captured for [`Feeding::finish`]'s error.
+    pub fn feed(&self) -> Result<Feeding> {
+        let mut child = self
+            .std_command()
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| self.start_error(&err))?;
+        let stdin = child.stdin.take();
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                let _ = pipe.read_to_end(&mut text);
+                text
+            })
+        });
+        Ok(Feeding {
+            command: self.to_string(),
+            child,
+            stdin,
+            stderr,
+        })
+    }
+
+    /// Starts the command with stdin inherited and its stdout and stderr into one pipe, as
+    /// `2>&1 |` gives a shell pipeline; returns the child and the pipe's read end.
+    pub fn spawn_merged(&self) -> Result<(Child, File)> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|err| {
+            Error::new(
+                format!("running `{self}`"),
+                format!("creating a pipe: {err}"),
+            )
+        })?;
+        let write = File::from(write);
+        let stdout = write
+            .try_clone()
+            .map_err(|err| Error::new(format!("running `{self}`"), err))?;
+        let child = self
+            .std_command()
+            .stdout(stdout)
+            .stderr(write)
+            .spawn()
+            .map_err(|err| self.start_error(&err))?;
+        Ok((child, File::from(read)))
+    }
+
+    /// The command for `std::process`, environment values included.
+    fn std_command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args);
+        for (name, Secret(value)) in &self.env {
+            cmd.env(name, value);
+        }
+        cmd
     }
 
     fn start_error(&self, err: &io::Error) -> Error {
@@ -363,6 +416,57 @@ impl DockerCommand {
             err.to_string()
         };
         Error::new(format!("running `{self}`"), why)
+    }
+}
+
+/// A running command this process feeds on stdin: see [`DockerCommand::feed`].
+pub struct Feeding {
+    command: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Feeding {
+    /// The command's stdin; `None` once [`Feeding::close_stdin`] was called.
+    pub fn stdin(&mut self) -> Option<&mut ChildStdin> {
+        self.stdin.as_mut()
+    }
+
+    /// Closes the command's stdin: it sees the end of its input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Closes stdin and waits for the command. Returns what it wrote on stderr when it exited
+    /// 0; otherwise an error naming the command, its status and the tail of its stderr.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        self.close_stdin();
+        let status = self.child.wait();
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
+        let what = || format!("running `{}`", self.command);
+        let status = status.map_err(|err| Error::new(what(), err))?;
+        if status.success() {
+            Ok(stderr)
+        } else {
+            Err(Error::new(
+                what(),
+                format!("{}: {}", describe(status), stderr_tail(&stderr)),
+            ))
+        }
+    }
+
+    /// Kills the command (SIGKILL: it cannot finish what it was given) and reaps it. Its
+    /// stderr reader is left to end on its own, should something the command started still
+    /// hold the pipe.
+    pub fn abort(mut self) {
+        self.close_stdin();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -416,7 +520,7 @@ fn checked_stdout(shown: &str, output: &Output) -> Result<String> {
 }
 
 /// `exit status 3` or `killed by signal 9`.
-fn describe(status: ExitStatus) -> String {
+pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
@@ -649,6 +753,53 @@ mod tests {
         assert_eq!(text, "out\nerr\n");
         let status = reader.try_wait().unwrap().unwrap().status;
         assert_eq!(status.code(), Some(5));
+    }
+
+    #[test]
+    fn feed_writes_stdin_and_reports_failure_with_stderr() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("docker-feed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("fed");
+        let mut feeding = Docker::new("sh")
+            .command(["-c", "cat > \"$1\"; echo warned >&2", "sh"])
+            .arg(&out)
+            .feed()
+            .unwrap();
+        feeding.stdin().unwrap().write_all(b"payload").unwrap();
+        assert_eq!(feeding.finish().unwrap(), b"warned\n");
+        assert_eq!(std::fs::read(&out).unwrap(), b"payload");
+
+        let feeding = Docker::new("sh")
+            .command(["-c", "cat >/dev/null; echo 'no space left' >&2; exit 1"])
+            .feed()
+            .unwrap();
+        let err = feeding.finish().unwrap_err();
+        assert_eq!(err.why(), "exit status 1: no space left");
+
+        // An aborted command is killed even while it waits for more input.
+        let mut feeding = Docker::new("sh")
+            .command(["-c", "sleep 30"])
+            .feed()
+            .unwrap();
+        assert!(feeding.stdin().is_some());
+        let started = std::time::Instant::now();
+        feeding.abort();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn spawn_merged_keeps_the_order_of_both_streams() {
+        use std::io::Read;
+        let (mut child, mut pipe) = Docker::new("sh")
+            .command(["-c", "echo one; echo two >&2; echo three; exit 6"])
+            .spawn_merged()
+            .unwrap();
+        let mut text = String::new();
+        pipe.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "one\ntwo\nthree\n");
+        assert_eq!(child.wait().unwrap().code(), Some(6));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod common;
 mod util;
 
+mod image_load;
 mod log_provision;
 mod wait;
 mod zero_fill;
@@ -21,6 +22,7 @@ const BENCHES: &[(&str, fn())] = &[
     ("wait-for-deps detection", wait::detection_latency),
     ("wait-for-deps waiting cpu", wait::waiting_cpu),
     ("zero-fill", zero_fill::versus_dd),
+    ("image-load", image_load::load),
 ];
 
 fn main() {

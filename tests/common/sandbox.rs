@@ -282,6 +282,15 @@ impl Sandbox {
         self.engine = Some(pid.trim().parse().unwrap());
     }
 
+    /// Takes on an engine that something else (a tool under test running the start script)
+    /// started with [`Sandbox::engine_scripts`]: `docker` commands and the drop cleanup then
+    /// address it.
+    #[track_caller]
+    pub fn adopt_engine(&mut self) {
+        let pid = std::fs::read_to_string(self.engine_pidfile()).expect("the engine's pid file");
+        self.engine = Some(pid.trim().parse().expect("a pid in the engine's pid file"));
+    }
+
     /// Stops the throwaway engine and waits for it to exit.
     pub fn stop_engine(&mut self) {
         if self.engine.take().is_some() {

@@ -1,12 +1,14 @@
 mod docker_harness;
 mod emulator_tools;
 mod fake_emulator;
+mod install_emulator_containers;
 mod log_provision;
 mod log_provision_stream;
 mod mount_host_fs;
 mod provision_build;
 mod render_stack_env;
 mod run_build_migrations;
+mod run_stack_container;
 mod slim_docker_image;
 mod trigger_fast_rotate;
 mod user_data;

@@ -30,12 +30,14 @@ macro_rules! tools {
 }
 
 tools! {
+    "install-emulator-containers" => install_emulator_containers,
     "log-provision" => log_provision,
     "log-provision-stream" => log_provision_stream,
     "mount-host-fs" => mount_host_fs,
     "provision-build" => provision_build,
     "render-stack-env" => render_stack_env,
     "run-build-migrations" => run_build_migrations,
+    "run-stack-container" => run_stack_container,
     "slim-docker-image" => slim_docker_image,
     "trigger-fast-rotate" => trigger_fast_rotate,
     "wait-for-deps" => wait_for_deps,

@@ -1,0 +1,156 @@
+//! `install-emulator-containers`: the emulator's docker image from the STACKBUNDLE disk.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+use shared::blockdev::{self, Lookup};
+use shared::docker::{DEFAULT_PROGRAM, Docker};
+use shared::install::{self, Options};
+use shared::provision_log::ProvisionLog;
+use shared::wait::spec::{Checked, duration};
+
+const TOOL: &str = install::TOOL;
+
+const LONG_ABOUT: &str = "\
+Load the emulator's docker image from the STACKBUNDLE disk.
+
+1. Mounts the disk labelled STACKBUNDLE read-only at the mount point (created when missing),
+   unless that is a mount point already, so a re-run works. The disk is found through
+   /dev/disk/by-label, or, without udev, by reading the superblock of every device in
+   /sys/class/block (ext2/3/4, iso9660, vfat); the filesystem type is probed the same way.
+2. Runs the start command (default `systemctl enable --now docker`). It is split into words as a
+   shell would, but no shell runs it; an empty command skips this step. A failure stops here.
+3. Waits until `docker info` answers, trying again with a growing pause (at most 0.5 s), each
+   try killed after the attempt timeout. A line every 30 s says what it last answered; after
+   the timeout the tool gives up with that answer.
+4. Loads img.tgz: it is inflated in this process and the tar streamed into `docker load`
+   (faster than `gzip -dc img.tgz | docker load`; see the README's Performance section).
+   A progress line every interval gives the bytes read, the total and the rate. A file that is
+   missing, empty, not gzip, truncated or corrupt (gzip checksum) is an error naming it. When
+   img.tgz.sha256 sits beside it (sha256sum output, or the bare hex digest) the digest is
+   checked while streaming. The last MiB of the archive is held back until both checks pass,
+   so docker never receives the end of a bad archive and keeps no image from it.
+   `docker load` prints `Loaded image: ...` on stdout as before.
+5. Copies build.env to the build env file and build-arch.env to the build-arch env file when
+   they are present, each atomically with mode 0644.
+
+Progress lines go to stdout as `STACK_PROVISION: install-emulator-containers: ...` and to the
+file named by STACK_PROVISION_LOG_FILE, as log-provision writes them.";
+
+/// Load the emulator's docker image from the STACKBUNDLE disk.
+#[derive(Parser)]
+#[command(name = TOOL, version, long_about = LONG_ABOUT)]
+#[command(after_help = "Exit status:\n  \
+    0  loaded (and the env files copied)\n  \
+    1  any step failed; the message names the file, device or command\n  \
+    2  bad usage\n\n\
+    The docker client honours DOCKER_HOST.")]
+pub struct Args {
+    /// The bundle disk's device; when omitted it is found by --label.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<PathBuf>,
+
+    /// The filesystem label of the bundle disk.
+    #[arg(long, value_name = "LABEL", default_value = install::DEFAULT_LABEL)]
+    pub label: String,
+
+    /// udev's label links, tried first.
+    #[arg(long, value_name = "DIR", default_value = blockdev::DEFAULT_BY_LABEL_DIR)]
+    pub by_label_dir: PathBuf,
+
+    /// The block devices scanned when there is no label link.
+    #[arg(long, value_name = "DIR", default_value = blockdev::DEFAULT_SYS_BLOCK_DIR)]
+    pub sys_block_dir: PathBuf,
+
+    /// Where the device nodes of the scanned devices are.
+    #[arg(long, value_name = "DIR", default_value = blockdev::DEFAULT_DEV_DIR)]
+    pub dev_dir: PathBuf,
+
+    /// Where the disk is mounted; img.tgz, build.env and build-arch.env are read from here.
+    #[arg(long, value_name = "DIR", default_value = install::DEFAULT_MOUNT_POINT)]
+    pub mount_point: PathBuf,
+
+    /// Mount nothing; read the bundle's files where they are.
+    #[arg(long)]
+    pub no_mount: bool,
+
+    /// The image archive [default: MOUNT_POINT/img.tgz]; its checksum file is FILE.sha256, and
+    /// build.env and build-arch.env are read from its directory.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+
+    /// The command that starts the engine; empty skips it.
+    #[arg(long, value_name = "COMMAND", default_value = install::DEFAULT_START_DOCKER)]
+    pub start_docker: String,
+
+    /// The docker client program.
+    #[arg(long, value_name = "PROGRAM", default_value = DEFAULT_PROGRAM)]
+    pub docker: OsString,
+
+    /// How long to wait for `docker info` to answer (seconds, or with a unit: 500ms, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = Checked(duration))]
+    pub docker_timeout: Duration,
+
+    /// How long one `docker info` may take before it is killed and tried again.
+    #[arg(long, value_name = "DURATION", default_value = "30", value_parser = Checked(duration))]
+    pub attempt_timeout: Duration,
+
+    /// How often a progress line is logged while img.tgz loads.
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(duration))]
+    pub progress_interval: Duration,
+
+    /// Where build.env is copied.
+    #[arg(long, value_name = "FILE", default_value = install::DEFAULT_BUILD_ENV_DEST)]
+    pub build_env: PathBuf,
+
+    /// Where build-arch.env is copied.
+    #[arg(long, value_name = "FILE", default_value = install::DEFAULT_BUILD_ARCH_ENV_DEST)]
+    pub build_arch_env: PathBuf,
+}
+
+impl Args {
+    pub fn options(self) -> Result<Options, shared::error::Error> {
+        let start_docker = install::split_command(&self.start_docker)
+            .map_err(|why| shared::error::Error::usage("--start-docker", why))?;
+        Ok(Options {
+            device: self.device,
+            label: self.label,
+            lookup: Lookup {
+                by_label_dir: self.by_label_dir,
+                sys_block_dir: self.sys_block_dir,
+                dev_dir: self.dev_dir,
+            },
+            proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
+            mount_point: self.mount_point,
+            mount: !self.no_mount,
+            image: self.image,
+            start_docker,
+            docker: Docker::new(self.docker),
+            docker_timeout: self.docker_timeout,
+            attempt_timeout: self.attempt_timeout,
+            progress_interval: self.progress_interval,
+            build_env: self.build_env,
+            build_arch_env: self.build_arch_env,
+        })
+    }
+}
+
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    shared::cli::run(TOOL, args, |args: Args| {
+        let options = args.options()?;
+        let mut log = ProvisionLog::from_env();
+        let result = install::run(&options, &mut log);
+        // A log file that could not be written is reported, but the install itself decides.
+        if let Err(err) = log.finish() {
+            shared::cli::report(TOOL, &err);
+        }
+        result.map(|()| 0)
+    })
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    install_emulator_containers::main(std::env::args_os())
+}

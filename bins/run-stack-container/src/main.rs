@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    run_stack_container::main(std::env::args_os())
+}
