@@ -227,6 +227,16 @@ impl DockerCommand {
     }
 
     /// The program and its arguments, as `execve` receives them.
+    /// The program and arguments, for a runner of its own (the diagnostics streamer). Only for
+    /// commands that carry no secret: the environment is not part of an argv.
+    pub fn into_argv(self) -> Vec<OsString> {
+        debug_assert!(
+            self.env.is_empty(),
+            "a command with secrets needs its environment"
+        );
+        std::iter::once(self.program).chain(self.args).collect()
+    }
+
     pub fn argv(&self) -> Vec<&OsStr> {
         std::iter::once(self.program.as_os_str())
             .chain(self.args.iter().map(OsString::as_os_str))

@@ -170,7 +170,7 @@ fn steps<W: Write>(
         targets: config.deps_targets.clone(),
         options: config.deps_options.clone(),
         container: config.container.clone(),
-        docker: config.docker.clone(),
+        docker: docker.clone(),
         probe_timeout: deps::DEFAULT_PROBE_TIMEOUT,
         command_timeout: diagnostics::DEFAULT_LIMIT,
     };

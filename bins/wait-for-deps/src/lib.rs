@@ -159,7 +159,7 @@ impl Args {
             targets,
             options,
             container: self.container,
-            docker: self.docker,
+            docker: shared::docker::Docker::new(self.docker),
             probe_timeout: self.diag_probe_timeout,
             command_timeout: self.diag_timeout,
         })

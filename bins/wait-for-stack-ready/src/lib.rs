@@ -153,7 +153,7 @@ impl Args {
             options,
             container: self.container,
             service: self.service,
-            docker: self.docker,
+            docker: shared::docker::Docker::new(self.docker),
             systemctl: self.systemctl,
             journalctl: self.journalctl,
             command_timeout: self.diag_timeout,

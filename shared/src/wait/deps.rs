@@ -9,14 +9,14 @@
 //! The per-service elapsed times count from the start of the whole wait (the original, probing
 //! in sequence, counted from the moment it got round to each service).
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::time::Duration;
 
 use super::probe::{Endpoint, Host, Probe, StatusRule};
 use super::signal::exit_status;
 use super::{Event, Options, Outcome, Target, seconds};
-use crate::diagnostics::{argv, stream_command};
+use crate::diagnostics::stream_command;
+use crate::docker::Docker;
 use crate::provision_log::ProvisionLog;
 
 pub const TOOL: &str = "wait-for-deps";
@@ -83,7 +83,7 @@ pub struct Config {
     /// The container whose last 300 log lines the diagnostics show.
     pub container: String,
     /// The docker client program.
-    pub docker: OsString,
+    pub docker: Docker,
     /// The time limit of each diagnostics probe.
     pub probe_timeout: Duration,
     /// The time limit of each diagnostics command.
@@ -151,7 +151,7 @@ fn dump_diagnostics<W: Write>(config: &Config, log: &mut ProvisionLog<W>) {
     stream_command(
         log,
         &format!("{TOOL}: ps"),
-        &argv(&config.docker, ["ps", "-a"]),
+        &config.docker.command(["ps", "-a"]).into_argv(),
         limit,
     );
     say(
@@ -161,10 +161,10 @@ fn dump_diagnostics<W: Write>(config: &Config, log: &mut ProvisionLog<W>) {
     stream_command(
         log,
         &format!("{TOOL}: deps"),
-        &argv(
-            &config.docker,
-            ["logs", "--tail", "300", config.container.as_str()],
-        ),
+        &config
+            .docker
+            .command(["logs", "--tail", "300", config.container.as_str()])
+            .into_argv(),
         limit,
     );
     say(

@@ -16,6 +16,7 @@ use super::probe::{Answer, Endpoint, Host, Probe, StatusRule};
 use super::signal::exit_status;
 use super::{Event, Options, Outcome, Target, TargetReport, seconds};
 use crate::diagnostics::{argv, stream_command};
+use crate::docker::Docker;
 use crate::provision_log::ProvisionLog;
 
 pub const TOOL: &str = "wait-for-stack-ready";
@@ -55,7 +56,7 @@ pub struct Config {
     pub container: String,
     /// The systemd unit whose status and journal the diagnostics show.
     pub service: String,
-    pub docker: OsString,
+    pub docker: Docker,
     pub systemctl: OsString,
     pub journalctl: OsString,
     /// The time limit of each diagnostics command.
@@ -143,13 +144,13 @@ pub fn run<W: Write>(config: &Config, log: &mut ProvisionLog<W>) -> u8 {
 fn dump_diagnostics<W: Write>(config: &Config, log: &mut ProvisionLog<W>) {
     let service = config.service.as_str();
     let commands = [
-        ("ps", argv(&config.docker, ["ps", "-a"])),
+        ("ps", config.docker.command(["ps", "-a"]).into_argv()),
         (
             "stack",
-            argv(
-                &config.docker,
-                ["logs", "--tail", "200", config.container.as_str()],
-            ),
+            config
+                .docker
+                .command(["logs", "--tail", "200", config.container.as_str()])
+                .into_argv(),
         ),
         (
             "svc",
@@ -162,7 +163,7 @@ fn dump_diagnostics<W: Write>(config: &Config, log: &mut ProvisionLog<W>) {
                 ["-u", service, "--no-pager", "-n", "100"],
             ),
         ),
-        ("img", argv(&config.docker, ["image", "ls"])),
+        ("img", config.docker.command(["image", "ls"]).into_argv()),
     ];
     for (prefix, argv) in commands {
         stream_command(
