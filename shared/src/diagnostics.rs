@@ -17,8 +17,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use crate::provision_log::ProvisionLog;
+use crate::signal;
 use crate::wait::child::{self, Registry};
-use crate::wait::{seconds, signal};
+use crate::wait::seconds;
 
 /// How long one diagnostics command may run before it is killed.
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(60);

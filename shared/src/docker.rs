@@ -27,6 +27,7 @@ use std::process::{Child, ChildStdin, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::signal;
 
 /// The program run when no other is configured; `DOCKER_HOST` is honoured by the program itself.
 pub const DEFAULT_PROGRAM: &str = "docker";
@@ -250,7 +251,7 @@ impl DockerCommand {
 
     fn expression(&self) -> duct::Expression {
         let expr = self.env.iter().fold(
-            duct::cmd(&self.program, &self.args),
+            signal::unblocked(duct::cmd(&self.program, &self.args)),
             |expr, (name, Secret(value))| expr.env(name, value),
         );
         match &self.input {
@@ -410,6 +411,7 @@ impl DockerCommand {
     fn std_command(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(&self.program);
         cmd.args(&self.args);
+        signal::unblock_in_child(&mut cmd);
         for (name, Secret(value)) in &self.env {
             cmd.env(name, value);
         }

@@ -46,7 +46,8 @@ use crate::docker::Docker;
 use crate::error::{Context, Error, Result};
 use crate::mounts;
 use crate::provision_log::ProvisionLog;
-use crate::wait::{self, Answer, Event, Outcome, Probe, Target, seconds, signal};
+use crate::signal;
+use crate::wait::{self, Answer, Event, Outcome, Probe, Target, seconds};
 
 pub const TOOL: &str = "install-emulator-containers";
 pub const DEFAULT_LABEL: &str = "STACKBUNDLE";
@@ -224,7 +225,7 @@ fn start_docker(argv: &[String]) -> Result<()> {
         return Ok(());
     };
     let line = shell_words::join(argv);
-    let status = duct::cmd(program, args)
+    let status = signal::unblocked(duct::cmd(program, args))
         .stdin_null()
         .unchecked()
         .run()

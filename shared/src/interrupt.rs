@@ -2,7 +2,7 @@
 //!
 //! run-build-migrations starts a container that must not outlive it, and slim-docker-image
 //! starts a smoke-test container and fills a disk with zeros: a signal must end them promptly
-//! *and* remove what they made. The [wait engine](crate::wait::signal) already receives both
+//! *and* remove what they made. The [wait engine](crate::signal) already receives both
 //! signals on a thread of its own and ends a running wait; [`Interrupt`] builds on that for the
 //! rest of a tool's run:
 //!
@@ -22,7 +22,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::error::{Context, Result};
-use crate::wait::signal::{self, Subscription};
+use crate::signal::{self, Subscription};
 
 /// How often an unacknowledged signal is sent again.
 const RESEND: Duration = Duration::from_millis(200);

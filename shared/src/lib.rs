@@ -23,6 +23,7 @@ pub mod progress;
 pub mod provision;
 pub mod provision_log;
 pub mod rotate;
+pub mod signal;
 pub mod slim;
 pub mod stack_container;
 pub mod stack_env;

@@ -26,8 +26,8 @@ use crate::docker::Docker;
 use crate::error::Result;
 use crate::interrupt::Interrupt;
 use crate::provision_log::ProvisionLog;
+use crate::signal::exit_status;
 use crate::tail::LastLines;
-use crate::wait::signal::exit_status;
 use crate::wait::{self, Event, Options, Outcome, Probe, Target, deps, seconds};
 
 pub const TOOL: &str = "run-build-migrations";

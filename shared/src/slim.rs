@@ -35,9 +35,9 @@ use crate::keystore;
 use crate::migrations::volume_args;
 use crate::progress::{Io, io_bytes, mib};
 use crate::provision_log::ProvisionLog;
+use crate::signal::exit_status;
 use crate::storage_rebuild::{self, State};
 use crate::wait::probe::{Answer, Endpoint, Host};
-use crate::wait::signal::exit_status;
 use crate::wait::{self, Event, Options, Outcome, Probe, StatusRule, Target, seconds};
 
 pub const TOOL: &str = "slim-docker-image";

@@ -35,8 +35,8 @@ use crate::envfile;
 use crate::error::{Error, Result};
 use crate::hostfs::HostFs;
 use crate::keystore::{Key, KeyStore};
+use crate::signal;
 use crate::stack_env::{self, Output};
-use crate::wait::signal;
 
 pub const TOOL: &str = "run-stack-container";
 pub const DEFAULT_CONTAINER: &str = "stack";

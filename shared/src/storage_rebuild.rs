@@ -51,7 +51,7 @@ use crate::interrupt::Interrupt;
 use crate::mounts;
 use crate::progress::{Io, io_bytes, mib};
 use crate::provision_log::ProvisionLog;
-use crate::wait::signal::exit_status;
+use crate::signal::exit_status;
 use crate::wait::{self, Event, Options, Outcome, Probe, Target, seconds};
 use crate::zero_fill;
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 use shared::error::Error;
 use shared::provision_log::ProvisionLog;
+use shared::signal;
 use shared::wait::deps::{self, Config, Ports};
 use shared::wait::spec::{self, Checked};
-use shared::wait::{self, Host, Options, Target, signal};
+use shared::wait::{self, Host, Options, Target};
 
 const TOOL: &str = deps::TOOL;
 

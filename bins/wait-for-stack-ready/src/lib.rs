@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 use shared::error::Error;
 use shared::provision_log::ProvisionLog;
+use shared::signal;
 use shared::wait::spec::{self, Checked};
 use shared::wait::stack_ready::{self, Config};
-use shared::wait::{self, Host, Options, Target, signal};
+use shared::wait::{self, Host, Options, Target};
 
 const TOOL: &str = stack_ready::TOOL;
 

@@ -5,12 +5,12 @@
 //! Whatever the child does (exits non-zero, panics, is killed) provision-build only sees a wait
 //! status, so it always survives to report it.
 //!
-//! SIGTERM, SIGINT and SIGHUP are blocked in every thread of provision-build and taken by one
-//! thread with `sigwait`, which turns them into [`Event::Signal`]s on the same channel as the
-//! children's exits: the main thread waits for whichever comes first. On a signal, the running
+//! SIGTERM, SIGINT and SIGHUP are blocked in every thread of provision-build and taken by the
+//! project's one signal thread ([`crate::signal`]), which here turns them into
+//! [`Event::Signal`]s on the same channel as the children's exits: the main thread waits for whichever comes first. On a signal, the running
 //! step's process group gets SIGTERM, then SIGKILL after the grace period, and the pipeline
 //! fails with 128 + the signal's number. A new process inherits its parent's signal mask, so
-//! each child empties it before it executes its program ([`unblock_signals_on_exec`]); without
+//! each child empties it before it executes its program ([`signal::unblock_in_child`]); without
 //! that, a step could not be stopped by anything but SIGKILL.
 
 use std::ffi::OsString;
@@ -23,15 +23,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
-use nix::sys::signal::{SigSet, Signal, killpg};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, pipe2};
 
 use super::console::{Mirror, forward};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::provision_log::ProvisionLog;
-
-/// The signals that stop the pipeline.
-pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+use crate::signal;
 
 /// How long to wait for the output of a step that exited, when something it left behind keeps
 /// its pipes open. The output still arrives afterwards; the pipeline just does not wait for it.
@@ -114,24 +112,6 @@ impl std::fmt::Display for Status {
     }
 }
 
-/// Makes the child of `cmd` start its program with no signal blocked.
-pub fn unblock_signals_on_exec(cmd: &mut Command) {
-    // SAFETY: an all-zero sigset_t is valid storage, and sigemptyset initialises it.
-    let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `none` is valid, writable storage.
-    unsafe { libc::sigemptyset(&mut none) };
-    // SAFETY: the closure runs between fork and exec and only calls pthread_sigmask, which is
-    // async-signal-safe, on a set prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            match libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) {
-                0 => Ok(()),
-                err => Err(io::Error::from_raw_os_error(err)),
-            }
-        });
-    }
-}
-
 enum Event {
     Exited(i32, io::Result<ExitStatus>),
     Signal(Signal),
@@ -150,6 +130,8 @@ pub enum Output<'a> {
 }
 
 pub struct Runner {
+    /// Stop signals arrive as [`Event::Signal`]s while this lives.
+    _signals: signal::Subscription,
     events: Receiver<Event>,
     sender: Sender<Event>,
     mirror: Mirror,
@@ -161,23 +143,14 @@ impl Runner {
     /// Blocks the stop signals in this thread, and so in every thread started after it: call
     /// it before any other thread starts. Starts the thread that receives them.
     pub fn new(stop_grace: Duration) -> Result<Runner> {
-        let mut set = SigSet::empty();
-        STOP_SIGNALS.iter().for_each(|s| set.add(*s));
-        set.thread_block()
-            .map_err(|e| Error::new("blocking SIGTERM, SIGINT and SIGHUP", e))?;
+        signal::take_over()?;
         let (sender, events) = mpsc::channel();
         let to_main = sender.clone();
-        std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                while let Ok(signal) = set.wait() {
-                    if to_main.send(Event::Signal(signal)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| Error::new("starting the signal thread", e))?;
+        let signals = signal::subscribe(move |sig| {
+            let _ = to_main.send(Event::Signal(sig));
+        });
         Ok(Runner {
+            _signals: signals,
             events,
             sender,
             mirror: Mirror::default(),
@@ -246,7 +219,7 @@ impl Runner {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .process_group(0);
-        unblock_signals_on_exec(&mut cmd);
+        signal::unblock_in_child(&mut cmd);
         let mut readers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
         let child = match output {
             Output::Forward => {

@@ -52,6 +52,7 @@ impl Registry {
             .stdout(write.try_clone()?)
             .stderr(write)
             .process_group(0);
+        crate::signal::unblock_in_child(&mut cmd);
         let mut state = self.lock();
         if state.closed {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "wait stopped"));

@@ -13,11 +13,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::probe::{Endpoint, Host, Probe, StatusRule};
-use super::signal::exit_status;
 use super::{Event, Options, Outcome, Target, seconds};
 use crate::diagnostics::stream_command;
 use crate::docker::Docker;
 use crate::provision_log::ProvisionLog;
+use crate::signal::exit_status;
 
 pub const TOOL: &str = "wait-for-deps";
 /// The container whose log the diagnostics show.

@@ -16,7 +16,6 @@
 pub(crate) mod child;
 pub mod deps;
 pub mod probe;
-pub mod signal;
 pub mod spec;
 pub mod stack_ready;
 
@@ -26,6 +25,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+
+use crate::signal;
 
 pub use probe::{Answer, Attempt, Endpoint, Host, Probe, StatusRule};
 

@@ -13,11 +13,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::probe::{Answer, Endpoint, Host, Probe, StatusRule};
-use super::signal::exit_status;
 use super::{Event, Options, Outcome, Target, TargetReport, seconds};
 use crate::diagnostics::{argv, stream_command};
 use crate::docker::Docker;
 use crate::provision_log::ProvisionLog;
+use crate::signal::exit_status;
 
 pub const TOOL: &str = "wait-for-stack-ready";
 /// The container whose log the diagnostics show.

@@ -1,16 +1,24 @@
-//! SIGTERM and SIGINT, received by one thread and turned into a prompt, orderly stop.
+//! SIGTERM, SIGINT and SIGHUP, received by one thread and turned into a prompt, orderly stop.
 //!
-//! A wait runs several threads, some of them blocked in `connect` or `read` for seconds, and
+//! Every tool that must clean up on a stop signal (a wait, a container to remove, a pipeline
+//! step to stop) goes through this module. A wait runs several threads, some of them blocked in `connect` or `read` for seconds, and
 //! possibly child processes. A signal handler could do almost nothing safely there; instead
-//! [`take_over`] blocks both signals in the calling thread — and so in every thread started
+//! [`take_over`] blocks the stop signals in the calling thread — and so in every thread started
 //! after it, which inherit the mask — and starts one thread that receives them with
 //! `sigwait(2)`. A running wait [`subscribe`]s: the signal then ends it with
 //! [`super::Outcome::Interrupted`], its children killed, and the tool exits 128+N as a shell
 //! would report it. With no wait running, the process exits 128+N at once, which is what the
 //! default action would have meant to the caller.
 //!
-//! Child processes do not inherit the blocked mask: the standard library resets it on spawn.
+//! A new process inherits its parent's signal mask, and the standard library does not reset it
+//! on spawn: every child of a tool that called [`take_over`] would start with the stop signals
+//! blocked, and could then be stopped by nothing but SIGKILL (a `docker run` client that must
+//! pass SIGTERM on to its container, a step of provision-build). So every place that starts a
+//! program empties the mask in the child with [`unblock_in_child`], or [`unblocked`] for duct.
 
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::sync::Mutex;
 
 use nix::sys::signal::{SigSet, Signal};
@@ -30,11 +38,13 @@ static SUBSCRIBERS: Mutex<Subscribers> = Mutex::new(Subscribers {
 });
 static TAKEN_OVER: Mutex<bool> = Mutex::new(false);
 
-/// The signals that stop a wait.
+/// The signals that stop a tool: `systemctl stop`, ^C, and a closed terminal.
+pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+/// [`STOP_SIGNALS`] as a set.
 pub fn stop_signals() -> SigSet {
     let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
+    STOP_SIGNALS.iter().for_each(|s| set.add(*s));
     set
 }
 
@@ -43,7 +53,7 @@ pub fn exit_status(signal: Signal) -> u8 {
     128u8.saturating_add(signal as u8)
 }
 
-/// Blocks SIGTERM and SIGINT in this thread and starts the thread that receives them. Call it
+/// Blocks the stop signals in this thread and starts the thread that receives them. Call it
 /// first thing in `main`, before any other thread exists. Calling it again does nothing.
 pub fn take_over() -> Result<()> {
     let mut taken_over = TAKEN_OVER.lock().unwrap_or_else(|e| e.into_inner());
@@ -52,7 +62,7 @@ pub fn take_over() -> Result<()> {
     }
     let set = stop_signals();
     set.thread_block()
-        .context(|| "blocking SIGTERM and SIGINT".to_string())?;
+        .context(|| "blocking SIGTERM, SIGINT and SIGHUP".to_string())?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -78,7 +88,7 @@ fn deliver(signal: Signal) {
     }
 }
 
-/// Calls `callback` on every SIGTERM or SIGINT until the returned guard is dropped. Without
+/// Calls `callback` on every stop signal until the returned guard is dropped. Without
 /// [`take_over`], signals keep their default action and the callback is never called.
 pub fn subscribe(callback: impl Fn(Signal) + Send + 'static) -> Subscription {
     let mut subscribers = SUBSCRIBERS.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,6 +110,32 @@ impl Drop for Subscription {
     }
 }
 
+/// Makes `cmd`'s child start with no signal blocked, whatever this process blocks.
+pub fn unblock_in_child(cmd: &mut Command) {
+    // SAFETY: an all-zero sigset_t is valid storage, and sigemptyset initialises it.
+    let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `none` is valid, writable storage.
+    unsafe { libc::sigemptyset(&mut none) };
+    // SAFETY: the closure runs between fork and exec and only calls pthread_sigmask, which is
+    // async-signal-safe, on a set prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            match libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) {
+                0 => Ok(()),
+                err => Err(io::Error::from_raw_os_error(err)),
+            }
+        });
+    }
+}
+
+/// [`unblock_in_child`] for a duct expression.
+pub fn unblocked(expression: duct::Expression) -> duct::Expression {
+    expression.before_spawn(|cmd| {
+        unblock_in_child(cmd);
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +144,19 @@ mod tests {
     fn exit_status_is_128_plus_n() {
         assert_eq!(exit_status(Signal::SIGTERM), 143);
         assert_eq!(exit_status(Signal::SIGINT), 130);
+    }
+
+    #[test]
+    fn children_start_with_no_signal_blocked() {
+        stop_signals().thread_block().unwrap();
+        let mut cmd = Command::new("grep");
+        cmd.args(["SigBlk", "/proc/self/status"]);
+        unblock_in_child(&mut cmd);
+        let out = cmd.output().unwrap();
+        stop_signals().thread_unblock().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "SigBlk:\t0000000000000000\n"
+        );
     }
 }
