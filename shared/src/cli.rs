@@ -13,6 +13,7 @@ use clap::Parser;
 
 use crate::error::{Error, USAGE};
 use crate::knob;
+use crate::provision_log::ProvisionLog;
 
 /// Parses `args` (program name first) into `P`, runs `body`, and maps the outcome to an exit
 /// status.
@@ -41,6 +42,27 @@ pub fn run<P: Parser>(
     };
     let _ = std::io::stdout().flush();
     ExitCode::from(status)
+}
+
+/// [`run`] for the build tools, whose operator reads the provision log rather than stderr: the
+/// body logs through `log`; an error is also logged there, as `<tool>: ERROR: <error>`; a log
+/// file that could not be written is reported on stderr without changing the tool's status.
+pub fn run_logged<P: Parser>(
+    tool: &str,
+    args: impl IntoIterator<Item = OsString>,
+    body: impl FnOnce(P, &mut ProvisionLog<std::io::Stdout>) -> Result<u8, Error>,
+) -> ExitCode {
+    run(tool, args, |parsed: P| {
+        let mut log = ProvisionLog::from_env();
+        let status = body(parsed, &mut log);
+        if let Err(err) = &status {
+            log.message(format!("{tool}: ERROR: {err}").as_bytes());
+        }
+        if let Err(err) = log.finish() {
+            report(tool, &err);
+        }
+        status
+    })
 }
 
 /// Prints `<tool>: <error>` on stderr.

@@ -9,7 +9,6 @@ use clap::{CommandFactory, Parser};
 use shared::blockdev::{self, Lookup};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
 use shared::install::{self, Options};
-use shared::provision_log::ProvisionLog;
 use shared::wait::spec::{Checked, duration};
 
 const TOOL: &str = install::TOOL;
@@ -143,14 +142,7 @@ pub fn command() -> clap::Command {
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run(TOOL, args, |args: Args| {
-        let options = args.options()?;
-        let mut log = ProvisionLog::from_env();
-        let result = install::run(&options, &mut log);
-        // A log file that could not be written is reported, but the install itself decides.
-        if let Err(err) = log.finish() {
-            shared::cli::report(TOOL, &err);
-        }
-        result.map(|()| 0)
+    shared::cli::run_logged(TOOL, args, |args: Args, log| {
+        install::run(&args.options()?, log).map(|()| 0)
     })
 }

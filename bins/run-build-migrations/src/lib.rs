@@ -9,7 +9,6 @@ use clap::{CommandFactory, Parser};
 use shared::error::Error;
 use shared::interrupt::Interrupt;
 use shared::migrations::{self, Config};
-use shared::provision_log::ProvisionLog;
 use shared::wait::deps::{self, Ports};
 use shared::wait::spec::{self, Checked};
 use shared::wait::{Host, Options, Target};
@@ -138,18 +137,8 @@ pub fn command() -> clap::Command {
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run(TOOL, args, |args: Args| {
+    shared::cli::run_logged(TOOL, args, |args: Args, log| {
         let interrupt = Interrupt::install()?;
-        let config = args.config()?;
-        let mut log = ProvisionLog::from_env();
-        let status = migrations::run(&config, &interrupt, &mut log);
-        if let Err(err) = &status {
-            // The operator reads the provision log, not the console's stderr.
-            log.message(format!("{TOOL}: ERROR: {err}").as_bytes());
-        }
-        if let Err(err) = log.finish() {
-            shared::cli::report(TOOL, &err);
-        }
-        status
+        migrations::run(&args.config()?, &interrupt, log)
     })
 }

@@ -10,7 +10,6 @@ use clap::{CommandFactory, Parser};
 use shared::docker::Docker;
 use shared::error::Error;
 use shared::interrupt::Interrupt;
-use shared::provision_log::ProvisionLog;
 use shared::slim::{self, Config};
 use shared::storage_rebuild::{self as rebuild, EngineCommands, Paths, Step};
 use shared::wait::spec::{self, Checked};
@@ -310,19 +309,9 @@ pub fn command() -> clap::Command {
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run(TOOL, args, |args: Args| {
+    shared::cli::run_logged(TOOL, args, |args: Args, log| {
         let interrupt = Interrupt::install()?;
-        let config = args.config()?;
-        let mut log = ProvisionLog::from_env();
-        let status = slim::run(&config, &interrupt, &mut log);
-        if let Err(err) = &status {
-            // The operator reads the provision log, not the console's stderr.
-            log.message(format!("{TOOL}: ERROR: {err}").as_bytes());
-        }
-        if let Err(err) = log.finish() {
-            shared::cli::report(TOOL, &err);
-        }
-        status
+        slim::run(&args.config()?, &interrupt, log)
     })
 }
 
