@@ -66,3 +66,24 @@ pub fn save_tgz(docker: impl Fn(&[&str]) -> Command, tag: &str, dest: &Path) {
     assert!(gz.success(), "gzip {}", tar.display());
     std::fs::rename(tar.with_extension("tar.gz"), dest).unwrap();
 }
+
+/// The image's name, as the tools expect it.
+pub const IMAGE: &str = "stack-local-emulator";
+
+/// Builds the image as [`IMAGE`] (with `extra` Dockerfile lines), saves it as `dir/img.tgz`
+/// (the bundle disk's archive; `dir` is created) and removes it from the engine again, so that a
+/// later load shows.
+#[track_caller]
+pub fn bundle(docker: impl Fn(&[&str]) -> Command, extra: &[&str], dir: &Path) {
+    build(&docker, IMAGE, extra);
+    std::fs::create_dir_all(dir).unwrap();
+    save_tgz(&docker, IMAGE, &dir.join("img.tgz"));
+    let out = docker(&["rmi", "-f", IMAGE])
+        .output()
+        .expect("run docker rmi");
+    assert!(
+        out.status.success(),
+        "docker rmi: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

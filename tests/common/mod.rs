@@ -19,6 +19,7 @@ use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The directory holding the built tools.
 pub fn bin_dir() -> PathBuf {
@@ -200,6 +201,33 @@ pub fn scratch() -> tempfile::TempDir {
         .prefix("hexclave-test-")
         .tempdir()
         .expect("create scratch directory")
+}
+
+/// Writes a fixed script of the test's own at `path`, mode 0755.
+///
+/// Write it well before it runs: a child forked by another test thread while the file is open
+/// for writing holds that descriptor until it executes, and running the script then fails with
+/// ETXTBSY.
+pub fn executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Polls `done` every 20 ms; panics when it is still false after `timeout`.
+#[track_caller]
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// provision-build's recording stand-in (`tests/fixtures/provision-build/stand-in`), reached
+/// through symbolic links named like the programs it replaces.
+pub fn provision_stand_in() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/provision-build/stand-in")
 }
 
 /// Whether this run is CI's, where no test may skip.

@@ -178,6 +178,22 @@ impl Sandbox {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `repository:tag` of every image the sandbox's engine holds.
+    pub fn images(&self) -> Vec<String> {
+        self.docker_ok(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The name of every container the sandbox's engine holds, running or not.
+    pub fn containers(&self) -> Vec<String> {
+        self.docker_ok(["ps", "--all", "--format", "{{.Names}}"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The arguments of the sandbox's `dockerd`: state under `<dir>/docker/`, socket at
     /// [`Sandbox::docker_host`]. The data root can be moved (slim-docker-image wipes it).
     pub fn dockerd_args(&self) -> Vec<String> {

@@ -3,7 +3,7 @@
 //! archive can be bad. A stub docker (a fixed script of the test's own) covers the progress
 //! lines and docker's own failures without an engine.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,19 +21,8 @@ const BUILD_ARCH_ENV: &str = "STACK_EMULATOR_BUILD_ARCH=arm64\n";
 fn sandbox_with_bundle() -> Sandbox {
     let mut sb = Sandbox::with_network();
     sb.start_engine();
-    fake_emulator::build(|a| sb.docker(a), IMAGE, &[]);
-    std::fs::create_dir_all(sb.path("bundle")).unwrap();
-    fake_emulator::save_tgz(|a| sb.docker(a), IMAGE, &sb.path("bundle/img.tgz"));
-    sb.docker_ok(["rmi", "-f", IMAGE]);
+    fake_emulator::bundle(|a| sb.docker(a), &[], &sb.path("bundle"));
     sb
-}
-
-/// `repository:tag` of every image the sandbox's engine holds.
-fn images(sb: &Sandbox) -> Vec<String> {
-    sb.docker_ok(["images", "--format", "{{.Repository}}:{{.Tag}}"])
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -50,11 +39,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().mode() & 0o7777
-}
-
-fn executable(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// The log file's lines (the messages without the stdout tag).
@@ -146,9 +130,9 @@ fn loads_the_bundle_from_a_labelled_disk_and_a_rerun_works() {
     run.success().stderr_is("");
     sb.adopt_engine();
     assert!(
-        images(&sb).contains(&format!("{IMAGE}:latest")),
+        sb.images().contains(&format!("{IMAGE}:latest")),
         "{:?}",
-        images(&sb)
+        sb.images()
     );
     assert!(
         run.stdout_str()
@@ -249,7 +233,7 @@ fn loads_the_bundle_from_a_labelled_disk_and_a_rerun_works() {
     );
     assert!(lines[3].ends_with("sha256 verified"), "{lines:#?}");
     assert_eq!(std::fs::read_to_string(&build_env).unwrap(), BUILD_ENV);
-    assert!(images(&sb).contains(&format!("{IMAGE}:latest")));
+    assert!(sb.images().contains(&format!("{IMAGE}:latest")));
 }
 
 #[test]
@@ -288,9 +272,9 @@ fn bad_archives_fail_clearly_and_docker_keeps_nothing() {
         run.code_is(1);
         assert!(!run.stdout_str().contains("Loaded image"));
         assert!(
-            !images(&sb).iter().any(|i| i.starts_with(IMAGE)),
+            !sb.images().iter().any(|i| i.starts_with(IMAGE)),
             "docker kept an image: {:?}",
-            images(&sb)
+            sb.images()
         );
         assert!(!build_env.exists(), "build.env copied after a failure");
         run.stderr_str()
@@ -376,7 +360,7 @@ fn bad_archives_fail_clearly_and_docker_keeps_nothing() {
         .arg(sb.path("stack-build-arch.env"))
         .run()
         .success();
-    assert!(images(&sb).contains(&format!("{IMAGE}:latest")));
+    assert!(sb.images().contains(&format!("{IMAGE}:latest")));
     assert!(!sb.path("stack-build-arch.env").exists());
 }
 

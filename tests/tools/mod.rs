@@ -5,6 +5,7 @@ mod install_emulator_containers;
 mod log_provision;
 mod log_provision_stream;
 mod mount_host_fs;
+mod pipeline;
 mod provision_build;
 mod render_stack_env;
 mod run_build_migrations;

@@ -26,10 +26,6 @@ const TOOLS: [&str; 5] = [
     "wait-for-stack-ready",
 ];
 
-fn stand_in() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/provision-build/stand-in")
-}
-
 /// A scratch world for one run: tools, consoles, host folder, records.
 struct Rig {
     dir: tempfile::TempDir,
@@ -47,7 +43,7 @@ impl Rig {
             std::fs::create_dir(rig.path(sub)).unwrap();
         }
         for name in TOOLS {
-            symlink(stand_in(), rig.tools().join(name)).unwrap();
+            symlink(provision_stand_in(), rig.tools().join(name)).unwrap();
         }
         symlink(
             tool_path("log-provision"),
@@ -55,7 +51,7 @@ impl Rig {
         )
         .unwrap();
         for name in ["systemctl", "shutdown", "poweroff"] {
-            symlink(stand_in(), rig.path("sbin").join(name)).unwrap();
+            symlink(provision_stand_in(), rig.path("sbin").join(name)).unwrap();
         }
         // The consoles: /dev/console and ttyS0 exist (ttyS0 is also the serial device),
         // ttyAMA0 does not.
@@ -192,15 +188,6 @@ impl Rig {
             self.calls_of(name).len() >= count
         });
         self.calls_of(name)
-    }
-}
-
-#[track_caller]
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -103,11 +103,7 @@ impl Setup {
     }
 
     fn containers(&self) -> Vec<String> {
-        self.sb
-            .docker_ok(["ps", "-a", "--format", "{{.Names}}"])
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.sb.containers()
     }
 
     #[track_caller]
