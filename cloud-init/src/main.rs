@@ -9,6 +9,10 @@
 //!
 //! The output is reproducible: the gzip header carries no time stamp or file name, so the same
 //! binary always renders the same user-data.
+//!
+//! The payload is most of the user-data, and a user-data must stay under 1 MiB, so it is
+//! deflated as tightly as a practical encoder manages: libdeflate's best level, a few percent
+//! smaller than zlib's and ten times faster than zopfli, which does no better here.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -88,13 +92,14 @@ fn run(args: Args) -> Result<u8, Error> {
     Ok(0)
 }
 
-/// gzip at the best level, with no time stamp or name in the header (reproducible output).
-fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::best());
-    encoder.write_all(data)?;
-    encoder.finish()
+/// gzip at libdeflate's best level (12), with no time stamp or name in the header
+/// (reproducible output).
+fn gzip(data: &[u8]) -> Result<Vec<u8>, libdeflater::CompressionError> {
+    let mut compressor = libdeflater::Compressor::new(libdeflater::CompressionLvl::best());
+    let mut out = vec![0; compressor.gzip_compress_bound(data.len())];
+    let len = compressor.gzip_compress(data, &mut out)?;
+    out.truncate(len);
+    Ok(out)
 }
 
 /// Standard base64 (RFC 4648, with padding), on one line.
