@@ -54,32 +54,52 @@ impl<T: Clone + Send + Sync + 'static> TypedValueParser for Checked<T> {
         value: &OsStr,
         source: ValueSource,
     ) -> Result<T, clap::Error> {
-        // An empty variable counts as unset, as `${STACK_DEPS_TIMEOUT:-1500}` had it.
-        if source == ValueSource::EnvVariable && value.is_empty() {
-            if let Some(default) = arg.and_then(|a| a.get_default_values().first()) {
-                return self.parse_ref_(cmd, arg, default, ValueSource::DefaultValue);
-            }
-        }
-        let text = value.to_string_lossy();
+        // Only the call of the parser depends on T: the rest is shared by every instance.
+        let (value, source) = effective(arg, value, source);
         let parsed = match value.to_str() {
             Some(text) => (self.0)(text),
             None => Err("not valid UTF-8".to_string()),
         };
-        parsed.map_err(|why| {
-            let name = arg.map(ToString::to_string).unwrap_or_default();
-            let from = match (source, arg.and_then(clap::Arg::get_env)) {
-                (ValueSource::EnvVariable, Some(var)) => {
-                    format!(" (from the environment variable {})", var.to_string_lossy())
-                }
-                _ => String::new(),
-            };
-            clap::Error::raw(
-                ErrorKind::ValueValidation,
-                format!("invalid value '{text}' for '{name}'{from}: {why}\n"),
-            )
-            .with_cmd(cmd)
-        })
+        parsed.map_err(|why| invalid(cmd, arg, value, source, &why))
     }
+}
+
+/// The value to parse: an empty variable counts as unset, as `${STACK_DEPS_TIMEOUT:-1500}` had
+/// it, so the argument's default applies.
+fn effective<'a>(
+    arg: Option<&'a clap::Arg>,
+    value: &'a OsStr,
+    source: ValueSource,
+) -> (&'a OsStr, ValueSource) {
+    if source == ValueSource::EnvVariable && value.is_empty() {
+        if let Some(default) = arg.and_then(|a| a.get_default_values().first()) {
+            return (default, ValueSource::DefaultValue);
+        }
+    }
+    (value, source)
+}
+
+/// The usage error for `value`, rejected because `why`.
+fn invalid(
+    cmd: &clap::Command,
+    arg: Option<&clap::Arg>,
+    value: &OsStr,
+    source: ValueSource,
+    why: &str,
+) -> clap::Error {
+    let text = value.to_string_lossy();
+    let name = arg.map(ToString::to_string).unwrap_or_default();
+    let from = match (source, arg.and_then(clap::Arg::get_env)) {
+        (ValueSource::EnvVariable, Some(var)) => {
+            format!(" (from the environment variable {})", var.to_string_lossy())
+        }
+        _ => String::new(),
+    };
+    clap::Error::raw(
+        ErrorKind::ValueValidation,
+        format!("invalid value '{text}' for '{name}'{from}: {why}\n"),
+    )
+    .with_cmd(cmd)
 }
 
 /// A duration: a number of seconds (`1500`, `2.5`), or a number with a unit `ms`, `s`, `m`
