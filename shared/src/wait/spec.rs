@@ -252,9 +252,7 @@ pub fn probe(text: &str) -> Result<Probe, String> {
         "pg" | "postgres" | "postgresql" => no_extras("pg").map(|()| Probe::Postgres(endpoint)),
         "http" => {
             let path = if path.is_empty() { "/" } else { path };
-            if path.contains('#')
-                || ureq::http::Uri::try_from(format!("http://{endpoint}{path}")).is_err()
-            {
+            if !is_request_target(path) {
                 return Err(format!("'{url}': not a valid URL path"));
             }
             let rule = match options.as_slice() {
@@ -271,6 +269,20 @@ pub fn probe(text: &str) -> Result<Probe, String> {
             "'{url}': unknown scheme '{scheme}' (use tcp, pg or http)"
         )),
     }
+}
+
+/// Whether `path` (starting with `/`, perhaps with a `?query`) can be sent as it is in a request
+/// line. No control characters, spaces or fragment (`#`); no `<`, `>` or `` ` `` in the path
+/// and no `<`, `>` or `"` in the query, which URLs carry only percent-encoded; any other
+/// printable ASCII, and UTF-8 beyond ASCII, as lenient servers and clients accept it.
+fn is_request_target(path: &str) -> bool {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let printable = |c: char| !c.is_ascii() || c.is_ascii_graphic();
+    path.chars()
+        .all(|c| printable(c) && !matches!(c, '#' | '<' | '>' | '`'))
+        && query
+            .chars()
+            .all(|c| printable(c) && !matches!(c, '#' | '<' | '>' | '"'))
 }
 
 /// A target name: letters, digits, `-`, `_` and `.`.
@@ -383,6 +395,20 @@ mod tests {
         assert!(why("http://127.0.0.1:1/ status=20").contains("bad status rule"));
         assert!(why("http://127.0.0.1:1/ status>400").contains("bad status rule"));
         assert!(why("http://127.0.0.1:1/ status=200 status=204").contains("only one"));
+        for bad in [
+            "/a#b", "/<", "/a>", "/`", "/?\"", "/?a#", "/\u{7f}", "/a\u{1}b",
+        ] {
+            assert!(
+                why(&format!("http://127.0.0.1:1{bad}")).contains("not a valid URL path"),
+                "{bad:?}"
+            );
+        }
+        for good in ["/a\"{}|\\^[]~!$&'()*+,;=:@%20", "/?a=`{}|?/", "/caf\u{e9}"] {
+            assert!(
+                probe(&format!("http://127.0.0.1:1{good}")).is_ok(),
+                "{good:?}"
+            );
+        }
         assert!(why("127.0.0.1:5432").contains("expected SCHEME://"));
         assert!(target("postgres").is_err());
         assert!(target("=tcp://1.2.3.4:5").is_err());
