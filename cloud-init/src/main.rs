@@ -9,6 +9,10 @@
 //!
 //! The output is reproducible: the gzip header carries no time stamp or file name, so the same
 //! binary always renders the same user-data.
+//!
+//! The payload is most of the user-data, and a user-data must stay under 1 MiB, so it is
+//! deflated as tightly as a practical encoder manages: libdeflate's best level, a few percent
+//! smaller than zlib's and ten times faster than zopfli, which does no better here.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,13 +28,17 @@ const TOOL: &str = "render-user-data";
 const PAYLOAD: &str = "@EMULATOR_TOOLS_GZ_B64@";
 /// Where the binary's SHA-256 goes (64 lowercase hex digits); any number of times, at least once.
 const DIGEST: &str = "@EMULATOR_TOOLS_SHA256@";
-/// Base64 characters per line: MIME's width, which keeps every YAML line short.
-const LINE_WIDTH: usize = 76;
+/// Base64 characters per line. Every line also carries the indentation and a newline, 7 bytes
+/// in the template, so short lines cost space: MIME's 76 made the user-data 9% larger than its
+/// payload, 2000 makes it 0.35%. 2000 keeps each line, indentation and newline included, within
+/// the 2048 bytes that POSIX guarantees every text utility handles (LINE_MAX), so the file stays
+/// an ordinary text file; a multiple of 4, each line decodes to whole bytes (1500).
+const LINE_WIDTH: usize = 2000;
 
 /// Render the cloud-init user-data: the template with the multicall binary embedded.
 ///
 /// The line of the template that holds only @EMULATOR_TOOLS_GZ_B64@ becomes the binary, gzipped
-/// and base64-encoded in lines of 76 characters at that line's indentation (what cloud-init's
+/// and base64-encoded in lines of 2000 characters at that line's indentation (what cloud-init's
 /// `encoding: gz+b64` decodes); every @EMULATOR_TOOLS_SHA256@ becomes the binary's SHA-256 in
 /// lowercase hex. The output is written atomically; a result larger than --max-size is an error
 /// and nothing is written.
@@ -88,13 +96,14 @@ fn run(args: Args) -> Result<u8, Error> {
     Ok(0)
 }
 
-/// gzip at the best level, with no time stamp or name in the header (reproducible output).
-fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::best());
-    encoder.write_all(data)?;
-    encoder.finish()
+/// gzip at libdeflate's best level (12), with no time stamp or name in the header
+/// (reproducible output).
+fn gzip(data: &[u8]) -> Result<Vec<u8>, libdeflater::CompressionError> {
+    let mut compressor = libdeflater::Compressor::new(libdeflater::CompressionLvl::best());
+    let mut out = vec![0; compressor.gzip_compress_bound(data.len())];
+    let len = compressor.gzip_compress(data, &mut out)?;
+    out.truncate(len);
+    Ok(out)
 }
 
 /// Standard base64 (RFC 4648, with padding), on one line.

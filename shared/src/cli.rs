@@ -17,23 +17,38 @@ use crate::provision_log::ProvisionLog;
 
 /// Parses `args` (program name first) into `P`, runs `body`, and maps the outcome to an exit
 /// status.
+///
+/// Only what depends on `P` is generic (building its command, reading its matches, the body);
+/// parsing, reporting and the exit status are shared by every tool, so a binary that holds all
+/// the tools holds that code once.
 pub fn run<P: Parser>(
     tool: &str,
     args: impl IntoIterator<Item = OsString>,
     body: impl FnOnce(P) -> Result<u8, Error>,
 ) -> ExitCode {
-    let parsed = knob::with_hexclave_env(P::command())
-        .try_get_matches_from(args)
+    let parsed = matches(P::command(), args.into_iter().collect())
         .and_then(|matches| P::from_arg_matches(&matches));
-    let parsed = match parsed {
-        Ok(parsed) => parsed,
-        Err(err) => {
-            // clap prints usage errors on stderr and --help/--version on stdout.
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { USAGE } else { 0 });
-        }
-    };
-    let status = match body(parsed) {
+    match parsed {
+        Ok(parsed) => finish(tool, body(parsed)),
+        Err(err) => usage(&err),
+    }
+}
+
+/// `cmd`, with the knob aliases applied, parsing `args`.
+fn matches(cmd: clap::Command, args: Vec<OsString>) -> Result<clap::ArgMatches, clap::Error> {
+    knob::with_hexclave_env(cmd).try_get_matches_from(args)
+}
+
+/// Prints a parse outcome that ends the run: a usage error (on stderr, exit 2) or the output of
+/// --help or --version (on stdout, exit 0).
+fn usage(err: &clap::Error) -> ExitCode {
+    let _ = err.print();
+    ExitCode::from(if err.use_stderr() { USAGE } else { 0 })
+}
+
+/// The exit status of a body's outcome; an error is reported first.
+fn finish(tool: &str, outcome: Result<u8, Error>) -> ExitCode {
+    let status = match outcome {
         Ok(status) => status,
         Err(err) => {
             report(tool, &err);

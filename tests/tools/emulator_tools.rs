@@ -360,8 +360,9 @@ fn install_replaces_stale_links_and_leaves_other_files_alone() {
     );
 }
 
-/// e_machine of a 64-bit little-endian ELF file, and whether it asks for a dynamic loader.
-fn elf_machine_and_interp(path: &Path) -> (u16, bool) {
+/// e_machine and e_type of a 64-bit little-endian ELF file, and whether it asks for a dynamic
+/// loader.
+fn elf_machine_type_and_interp(path: &Path) -> (u16, u16, bool) {
     let elf = std::fs::read(path).unwrap();
     assert_eq!(
         &elf[..6],
@@ -375,7 +376,7 @@ fn elf_machine_and_interp(path: &Path) -> (u16, bool) {
     let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36) as usize, u16_at(0x38));
     const PT_INTERP: u32 = 3;
     let interp = (0..phnum as usize).any(|i| u32_at(phoff + i * phentsize) == PT_INTERP);
-    (u16_at(0x12), interp)
+    (u16_at(0x12), u16_at(0x10), interp)
 }
 
 #[test]
@@ -383,8 +384,11 @@ fn musl_builds_are_static_binaries_for_their_architecture() {
     for (triple, machine) in [(X86_64, 62), (AARCH64, 183)] {
         let (built, what) = musl_built(triple);
         require!(built, &what);
-        let (found, interp) = elf_machine_and_interp(&musl_multicall(triple));
+        let (found, kind, interp) = elf_machine_type_and_interp(&musl_multicall(triple));
         assert_eq!(found, machine, "{triple}: ELF e_machine");
+        // ET_EXEC, not the ET_DYN of a static-pie: position-dependent (.cargo/config.toml), so
+        // no relocation tables to ship.
+        assert_eq!(kind, 2, "{triple}: ELF e_type");
         assert!(
             !interp,
             "{triple}: statically linked, no program interpreter"

@@ -12,7 +12,9 @@
 //!   answers (a proxy, a hung server) does not pass.
 //! - `http` sends one `GET` and applies a status rule to the answer; redirects are not followed
 //!   (curl without `-L`), no proxy is used, and a status that fails the rule is an answer, not
-//!   an error.
+//!   an error. Only the status line is read (after any interim 1xx answers), so the probe is a
+//!   request written on a TCP stream and one line read back: a few dozen lines here instead of
+//!   an HTTP client library inside every guest binary.
 //! - a command (argv) is ready when it exits 0.
 
 use std::ffi::OsString;
@@ -151,7 +153,7 @@ impl Probe {
                 Err(why) => Answer::Failed(why),
             },
             Probe::Postgres(endpoint) => ssl_request(endpoint, deadline, budget),
-            Probe::Http { endpoint, path, .. } => http_get(endpoint, path, budget),
+            Probe::Http { endpoint, path, .. } => http_get(endpoint, path, deadline, budget),
             Probe::Command(argv) => command(argv, budget, children),
         };
         let ready = match (&answer, self) {
@@ -315,18 +317,16 @@ fn connect(endpoint: &Endpoint, deadline: Instant, budget: Duration) -> Result<T
 fn ssl_request(endpoint: &Endpoint, deadline: Instant, budget: Duration) -> Answer {
     let exchange = || -> Result<u8, String> {
         let mut stream = connect(endpoint, deadline, budget)?;
-        // A zero timeout means "none" to the socket API: never hand it one.
-        let left = || {
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1))
-        };
         let io = |err: io::Error| describe_io(&err, budget);
-        stream.set_write_timeout(Some(left())).map_err(io)?;
+        stream
+            .set_write_timeout(Some(time_left(deadline)))
+            .map_err(io)?;
         stream.write_all(&SSL_REQUEST).map_err(io)?;
         let mut reply = [0u8; 1];
         loop {
-            stream.set_read_timeout(Some(left())).map_err(io)?;
+            stream
+                .set_read_timeout(Some(time_left(deadline)))
+                .map_err(io)?;
             match stream.read(&mut reply) {
                 Ok(0) => return Err("connection closed without an answer".into()),
                 Ok(_) => return Ok(reply[0]),
@@ -341,28 +341,127 @@ fn ssl_request(endpoint: &Endpoint, deadline: Instant, budget: Duration) -> Answ
     }
 }
 
-fn http_get(endpoint: &Endpoint, path: &str, budget: Duration) -> Answer {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .max_idle_connections(0)
-        .max_idle_connections_per_host(0)
-        .proxy(None)
-        .timeout_global(Some(budget))
-        .build()
-        .into();
-    let url = format!("http://{endpoint}{path}");
-    match agent.get(&url).call() {
-        Ok(response) => Answer::Status(response.status().as_u16()),
-        Err(ureq::Error::Timeout(_)) => {
-            Answer::Failed(format!("no answer within {}", seconds(budget)))
-        }
-        Err(ureq::Error::Io(err)) => Answer::Failed(describe_io(&err, budget)),
-        Err(ureq::Error::HostNotFound) => {
-            Answer::Failed(format!("{}: host not found", endpoint.host))
-        }
-        Err(err) => Answer::Failed(err.to_string()),
+/// The time until `deadline`, as a socket timeout: at least 1 ms, since a zero timeout means
+/// "none" to the socket API.
+fn time_left(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+fn http_get(endpoint: &Endpoint, path: &str, deadline: Instant, budget: Duration) -> Answer {
+    match http_status(endpoint, path, deadline, budget) {
+        Ok(code) => Answer::Status(code),
+        Err(why) => Answer::Failed(why),
     }
+}
+
+/// The most bytes of an answer's head read before its final status line: far more than a status
+/// line and a few interim answers need, and a bound on what a confused peer can make us read.
+const HEAD_LIMIT: usize = 16 * 1024;
+
+/// Sends `GET path` to `endpoint` and reads the status of the answer. The connection is closed
+/// after the status line: headers and body are never read, redirects never followed.
+fn http_status(
+    endpoint: &Endpoint,
+    path: &str,
+    deadline: Instant,
+    budget: Duration,
+) -> Result<u16, String> {
+    let mut stream = connect(endpoint, deadline, budget)?;
+    let io = |err: io::Error| describe_io(&err, budget);
+    // The port is left out of Host when it is HTTP's own, as browsers and curl do.
+    let host = match endpoint.port {
+        80 => endpoint.host.to_string(),
+        _ => endpoint.to_string(),
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream
+        .set_write_timeout(Some(time_left(deadline)))
+        .map_err(io)?;
+    stream.write_all(request.as_bytes()).map_err(io)?;
+    let mut head = Head {
+        stream,
+        bytes: Vec::new(),
+        start: 0,
+    };
+    loop {
+        let line = head.line(deadline, budget)?;
+        let code = status_code(&line).ok_or_else(|| {
+            let shown: String = String::from_utf8_lossy(&line).chars().take(80).collect();
+            format!("not an HTTP answer: {shown:?}")
+        })?;
+        // An interim answer (100 Continue, 103 Early Hints) comes before the real one: skip its
+        // header fields, up to the blank line, and read on. 101 ends the exchange.
+        if (100..200).contains(&code) && code != 101 {
+            while !head.line(deadline, budget)?.is_empty() {}
+            continue;
+        }
+        return Ok(code);
+    }
+}
+
+/// The head of an HTTP answer, read line by line within a deadline.
+struct Head {
+    stream: TcpStream,
+    bytes: Vec<u8>,
+    /// Where the next line starts in `bytes`.
+    start: usize,
+}
+
+impl Head {
+    /// The next line, without its line end (LF or CRLF).
+    fn line(&mut self, deadline: Instant, budget: Duration) -> Result<Vec<u8>, String> {
+        let mut searched = self.start;
+        loop {
+            if let Some(at) = memchr::memchr(b'\n', &self.bytes[searched..]) {
+                let end = searched + at;
+                let mut line = self.bytes[self.start..end].to_vec();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                self.start = end + 1;
+                return Ok(line);
+            }
+            searched = self.bytes.len();
+            if self.bytes.len() >= HEAD_LIMIT {
+                return Err(format!(
+                    "not an HTTP answer: no status line in its first {HEAD_LIMIT} bytes"
+                ));
+            }
+            let io = |err: io::Error| describe_io(&err, budget);
+            self.stream
+                .set_read_timeout(Some(time_left(deadline)))
+                .map_err(io)?;
+            let mut buf = [0u8; 1024];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err("connection closed without an answer".into()),
+                Ok(n) => self.bytes.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(io(err)),
+            }
+        }
+    }
+}
+
+/// The status code of an HTTP/1.x status line (`HTTP/1.1 200 OK`; the reason may be empty or
+/// missing), or `None` when `line` is not one.
+fn status_code(line: &[u8]) -> Option<u16> {
+    let rest = line.strip_prefix(b"HTTP/1.")?;
+    let (minor, rest) = rest.split_first()?;
+    let rest = rest.strip_prefix(b" ")?;
+    if !minor.is_ascii_digit() || rest.len() < 3 || !matches!(rest.get(3), None | Some(b' ')) {
+        return None;
+    }
+    let digits = &rest[..3];
+    if !digits.iter().all(u8::is_ascii_digit) || digits[0] == b'0' {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0, |code, d| code * 10 + u16::from(d - b'0')),
+    )
 }
 
 /// The most output a command probe keeps: enough for its last lines.
@@ -494,6 +593,156 @@ mod tests {
         assert!(!a.ready);
         assert_eq!(a.answer, Answer::Failed("no answer within 0.3s".into()));
         assert!(a.took < Duration::from_millis(600), "{:?}", a.took);
+    }
+
+    /// A one-connection HTTP server on `addr`: it reads the request head, then `reply` writes
+    /// whatever answer the test needs. The handle returns the request as read.
+    fn serve_once(
+        addr: &str,
+        reply: impl FnOnce(&mut TcpStream) + Send + 'static,
+    ) -> (Endpoint, std::thread::JoinHandle<(String, TcpListener)>) {
+        let listener = TcpListener::bind(addr).unwrap();
+        let local = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 256];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = stream.read(&mut buf).unwrap();
+                assert_ne!(n, 0, "request ended early: {head:?}");
+                head.extend_from_slice(&buf[..n]);
+            }
+            reply(&mut stream);
+            (String::from_utf8(head).unwrap(), listener)
+        });
+        (Endpoint::new(Host::Ip(local.ip()), local.port()), server)
+    }
+
+    fn get(endpoint: &Endpoint, path: &str, budget: Duration) -> Attempt {
+        Probe::http(endpoint.clone(), path, StatusRule::CURL_FAIL).attempt(budget)
+    }
+
+    #[test]
+    fn http_sends_one_get_reads_the_status_line_and_follows_no_redirect() {
+        let (endpoint, server) = serve_once("127.0.0.1:0", |stream| {
+            stream
+                .write_all(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\n\r\n")
+                .unwrap();
+            // The connection stays open: the probe must not wait for more than the status.
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        let a = get(&endpoint, "/a/b?c=1&d", Duration::from_secs(5));
+        assert_eq!(a.answer, Answer::Status(302));
+        assert!(a.ready, "302 passes status<400");
+        assert!(a.took < Duration::from_millis(800), "{:?}", a.took);
+        let (request, listener) = server.join().unwrap();
+        assert_eq!(
+            request,
+            format!(
+                "GET /a/b?c=1&d HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                endpoint.port
+            )
+        );
+        listener.set_nonblocking(true).unwrap();
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "no second request: the redirect is not followed"
+        );
+    }
+
+    #[test]
+    fn http_over_ipv6_names_the_bracketed_host() {
+        if TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("skipped: no IPv6 loopback");
+            return;
+        }
+        let (endpoint, server) = serve_once("[::1]:0", |stream| {
+            stream
+                .write_all(b"HTTP/1.1 401 Unauthorized\r\n\r\n")
+                .unwrap();
+        });
+        let a = Probe::http(endpoint.clone(), "/", StatusRule::exactly(401))
+            .attempt(Duration::from_secs(5));
+        assert_eq!(a.answer, Answer::Status(401));
+        assert!(a.ready);
+        let (request, _) = server.join().unwrap();
+        assert_eq!(
+            request,
+            format!(
+                "GET / HTTP/1.1\r\nHost: [::1]:{}\r\nConnection: close\r\n\r\n",
+                endpoint.port
+            )
+        );
+    }
+
+    #[test]
+    fn http_skips_interim_answers_and_reads_a_status_line_in_pieces() {
+        let (endpoint, server) = serve_once("127.0.0.1:0", |stream| {
+            for piece in [
+                &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>"[..],
+                b"\r\n\r\nHTT",
+                b"P/1.0 204 No Content\r\n\r\n",
+            ] {
+                stream.write_all(piece).unwrap();
+                stream.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let a = get(&endpoint, "/", Duration::from_secs(5));
+        assert_eq!(a.answer, Answer::Status(204));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn http_without_a_whole_status_line_fails_within_budget() {
+        let (endpoint, _server) = serve_once("127.0.0.1:0", |stream| {
+            stream.write_all(b"HTTP/1.1 2").unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        let a = get(&endpoint, "/", Duration::from_millis(300));
+        assert_eq!(a.answer, Answer::Failed("no answer within 0.3s".into()));
+        assert!(a.took < Duration::from_millis(600), "{:?}", a.took);
+
+        let (endpoint, server) = serve_once("127.0.0.1:0", |_| {});
+        let a = get(&endpoint, "/", Duration::from_secs(5));
+        assert_eq!(
+            a.answer,
+            Answer::Failed("connection closed without an answer".into())
+        );
+        server.join().unwrap();
+
+        let (endpoint, server) = serve_once("127.0.0.1:0", |stream| {
+            stream.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+        });
+        let a = get(&endpoint, "/", Duration::from_secs(5));
+        assert_eq!(
+            a.answer,
+            Answer::Failed("not an HTTP answer: \"SSH-2.0-OpenSSH_9.2\"".into())
+        );
+        assert!(!a.ready);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn status_lines() {
+        for (line, code) in [
+            ("HTTP/1.1 200 OK", Some(200)),
+            ("HTTP/1.0 404 Not Found", Some(404)),
+            ("HTTP/1.1 503", Some(503)),
+            ("HTTP/1.1 204 ", Some(204)),
+            ("HTTP/1.1 999 Odd", Some(999)),
+            ("HTTP/1.1 099 Low", None),
+            ("HTTP/1.1 20 OK", None),
+            ("HTTP/1.1 2000 OK", None),
+            ("HTTP/1.1 2x0 OK", None),
+            ("HTTP/1.1  200 OK", None),
+            ("HTTP/2 200", None),
+            ("http/1.1 200 OK", None),
+            ("", None),
+        ] {
+            assert_eq!(status_code(line.as_bytes()), code, "{line:?}");
+        }
     }
 
     #[test]

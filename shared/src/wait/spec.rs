@@ -54,32 +54,52 @@ impl<T: Clone + Send + Sync + 'static> TypedValueParser for Checked<T> {
         value: &OsStr,
         source: ValueSource,
     ) -> Result<T, clap::Error> {
-        // An empty variable counts as unset, as `${STACK_DEPS_TIMEOUT:-1500}` had it.
-        if source == ValueSource::EnvVariable && value.is_empty() {
-            if let Some(default) = arg.and_then(|a| a.get_default_values().first()) {
-                return self.parse_ref_(cmd, arg, default, ValueSource::DefaultValue);
-            }
-        }
-        let text = value.to_string_lossy();
+        // Only the call of the parser depends on T: the rest is shared by every instance.
+        let (value, source) = effective(arg, value, source);
         let parsed = match value.to_str() {
             Some(text) => (self.0)(text),
             None => Err("not valid UTF-8".to_string()),
         };
-        parsed.map_err(|why| {
-            let name = arg.map(ToString::to_string).unwrap_or_default();
-            let from = match (source, arg.and_then(clap::Arg::get_env)) {
-                (ValueSource::EnvVariable, Some(var)) => {
-                    format!(" (from the environment variable {})", var.to_string_lossy())
-                }
-                _ => String::new(),
-            };
-            clap::Error::raw(
-                ErrorKind::ValueValidation,
-                format!("invalid value '{text}' for '{name}'{from}: {why}\n"),
-            )
-            .with_cmd(cmd)
-        })
+        parsed.map_err(|why| invalid(cmd, arg, value, source, &why))
     }
+}
+
+/// The value to parse: an empty variable counts as unset, as `${STACK_DEPS_TIMEOUT:-1500}` had
+/// it, so the argument's default applies.
+fn effective<'a>(
+    arg: Option<&'a clap::Arg>,
+    value: &'a OsStr,
+    source: ValueSource,
+) -> (&'a OsStr, ValueSource) {
+    if source == ValueSource::EnvVariable && value.is_empty() {
+        if let Some(default) = arg.and_then(|a| a.get_default_values().first()) {
+            return (default, ValueSource::DefaultValue);
+        }
+    }
+    (value, source)
+}
+
+/// The usage error for `value`, rejected because `why`.
+fn invalid(
+    cmd: &clap::Command,
+    arg: Option<&clap::Arg>,
+    value: &OsStr,
+    source: ValueSource,
+    why: &str,
+) -> clap::Error {
+    let text = value.to_string_lossy();
+    let name = arg.map(ToString::to_string).unwrap_or_default();
+    let from = match (source, arg.and_then(clap::Arg::get_env)) {
+        (ValueSource::EnvVariable, Some(var)) => {
+            format!(" (from the environment variable {})", var.to_string_lossy())
+        }
+        _ => String::new(),
+    };
+    clap::Error::raw(
+        ErrorKind::ValueValidation,
+        format!("invalid value '{text}' for '{name}'{from}: {why}\n"),
+    )
+    .with_cmd(cmd)
 }
 
 /// A duration: a number of seconds (`1500`, `2.5`), or a number with a unit `ms`, `s`, `m`
@@ -232,9 +252,7 @@ pub fn probe(text: &str) -> Result<Probe, String> {
         "pg" | "postgres" | "postgresql" => no_extras("pg").map(|()| Probe::Postgres(endpoint)),
         "http" => {
             let path = if path.is_empty() { "/" } else { path };
-            if path.contains('#')
-                || ureq::http::Uri::try_from(format!("http://{endpoint}{path}")).is_err()
-            {
+            if !is_request_target(path) {
                 return Err(format!("'{url}': not a valid URL path"));
             }
             let rule = match options.as_slice() {
@@ -251,6 +269,20 @@ pub fn probe(text: &str) -> Result<Probe, String> {
             "'{url}': unknown scheme '{scheme}' (use tcp, pg or http)"
         )),
     }
+}
+
+/// Whether `path` (starting with `/`, perhaps with a `?query`) can be sent as it is in a request
+/// line. No control characters, spaces or fragment (`#`); no `<`, `>` or `` ` `` in the path
+/// and no `<`, `>` or `"` in the query, which URLs carry only percent-encoded; any other
+/// printable ASCII, and UTF-8 beyond ASCII, as lenient servers and clients accept it.
+fn is_request_target(path: &str) -> bool {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let printable = |c: char| !c.is_ascii() || c.is_ascii_graphic();
+    path.chars()
+        .all(|c| printable(c) && !matches!(c, '#' | '<' | '>' | '`'))
+        && query
+            .chars()
+            .all(|c| printable(c) && !matches!(c, '#' | '<' | '>' | '"'))
 }
 
 /// A target name: letters, digits, `-`, `_` and `.`.
@@ -363,6 +395,20 @@ mod tests {
         assert!(why("http://127.0.0.1:1/ status=20").contains("bad status rule"));
         assert!(why("http://127.0.0.1:1/ status>400").contains("bad status rule"));
         assert!(why("http://127.0.0.1:1/ status=200 status=204").contains("only one"));
+        for bad in [
+            "/a#b", "/<", "/a>", "/`", "/?\"", "/?a#", "/\u{7f}", "/a\u{1}b",
+        ] {
+            assert!(
+                why(&format!("http://127.0.0.1:1{bad}")).contains("not a valid URL path"),
+                "{bad:?}"
+            );
+        }
+        for good in ["/a\"{}|\\^[]~!$&'()*+,;=:@%20", "/?a=`{}|?/", "/caf\u{e9}"] {
+            assert!(
+                probe(&format!("http://127.0.0.1:1{good}")).is_ok(),
+                "{good:?}"
+            );
+        }
         assert!(why("127.0.0.1:5432").contains("expected SCHEME://"));
         assert!(target("postgres").is_err());
         assert!(target("=tcp://1.2.3.4:5").is_err());
