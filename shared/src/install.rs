@@ -134,12 +134,6 @@ impl Options {
     }
 }
 
-/// Splits a command line into words as a POSIX shell would (quotes, backslashes), without
-/// running a shell or expanding anything.
-pub fn split_command(line: &str) -> std::result::Result<Vec<String>, String> {
-    shell_words::split(line).map_err(|err| format!("cannot split into words: {err}"))
-}
-
 fn say<W: Write>(log: &mut ProvisionLog<W>, text: &str) {
     log.message(format!("{TOOL}: {text}").as_bytes());
 }
@@ -835,11 +829,6 @@ mod tests {
             Options::default().start_docker,
             ["systemctl", "enable", "--now", "docker"]
         );
-        assert_eq!(
-            split_command("sh -c 'echo a b'").unwrap(),
-            ["sh", "-c", "echo a b"]
-        );
-        assert!(split_command("sh -c 'open").is_err());
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {

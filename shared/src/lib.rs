@@ -5,6 +5,7 @@
 //! actually does lives here, one module per concern, so that the tools share one log writer, one
 //! env-file parser, one mount-table reader and one way of naming environment knobs.
 
+pub mod args;
 pub mod atomic;
 pub mod blockdev;
 pub mod cli;

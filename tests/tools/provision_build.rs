@@ -909,7 +909,7 @@ fn bad_arguments_are_usage_errors_and_run_nothing() {
             &["--shutdown-delay=soon"][..],
             "\"soon\" is not a number of seconds (e.g. 2 or 0.5)",
         ),
-        (&["--force-poweroff="][..], "the command is empty"),
+        (&["--force-poweroff="][..], "must name a command"),
         (&["--shutdown=shutdown 'now"][..], "missing closing quote"),
     ] {
         rig.cmd_with(args)

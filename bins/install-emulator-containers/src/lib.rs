@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
+use shared::args;
 use shared::blockdev::{self, Lookup};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
 use shared::install::{self, Options};
@@ -112,8 +113,12 @@ pub struct Args {
 
 impl Args {
     pub fn options(self) -> Result<Options, shared::error::Error> {
-        let start_docker = install::split_command(&self.start_docker)
-            .map_err(|why| shared::error::Error::usage("--start-docker", why))?;
+        let start_docker = args::words(&self.start_docker)
+            .map_err(|why| shared::error::Error::usage("--start-docker", why))?
+            .0
+            .into_iter()
+            .map(|word| word.to_string_lossy().into_owned())
+            .collect();
         Ok(Options {
             device: self.device,
             label: self.label,

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use shared::provision::{self, Config, parse_command, parse_seconds, steps};
+use shared::args::{self, Words};
+use shared::provision::{self, Config, parse_seconds, steps};
 
 const TOOL: &str = provision::TOOL;
 
@@ -104,12 +105,12 @@ pub struct Args {
     /// The power-off command: at the end of a successful build, and the failure block's first
     /// stage. Split into words with shell-like quoting, nothing expanded.
     #[arg(long, value_name = "COMMAND", default_value = provision::DEFAULT_SHUTDOWN,
-          value_parser = words)]
+          value_parser = args::command)]
     pub shutdown: Words,
 
     /// The failure block's second stage, in case the first one hangs.
     #[arg(long, value_name = "COMMAND", default_value = provision::DEFAULT_FORCE_POWEROFF,
-          value_parser = words)]
+          value_parser = args::command)]
     pub force_poweroff: Words,
 
     /// Seconds from the failure block to --shutdown.
@@ -137,14 +138,6 @@ pub struct Args {
     /// run the failure block in builds with panic = "abort" too).
     #[arg(long, value_name = "STEP", hide = true)]
     pub test_panic_before: Option<String>,
-}
-
-/// A command flag's value, split into words.
-#[derive(Debug, Clone)]
-pub struct Words(pub Vec<OsString>);
-
-fn words(text: &str) -> Result<Words, String> {
-    parse_command(text).map(Words)
 }
 
 fn after_long_help() -> String {

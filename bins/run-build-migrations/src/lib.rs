@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
+use shared::args;
 use shared::error::Error;
 use shared::interrupt::Interrupt;
 use shared::migrations::{self, Config};
@@ -64,7 +65,7 @@ pub struct Args {
     pub image: String,
 
     /// The deps container's name.
-    #[arg(long, value_name = "NAME", default_value = migrations::DEFAULT_CONTAINER, value_parser = Checked(name))]
+    #[arg(long, value_name = "NAME", default_value = migrations::DEFAULT_CONTAINER, value_parser = Checked(args::name))]
     pub container: String,
 
     /// The build env file passed to the migrations (docker exec --env-file).
@@ -99,14 +100,6 @@ pub struct Args {
     /// The docker client program.
     #[arg(long, value_name = "PROGRAM", default_value = "docker")]
     pub docker: OsString,
-}
-
-fn name(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.starts_with('-') {
-        Err("not a container name".into())
-    } else {
-        Ok(text.to_string())
-    }
 }
 
 impl Args {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
+use shared::args::{self, Words};
 use shared::docker::Docker;
 use shared::error::Error;
 use shared::interrupt::Interrupt;
@@ -109,7 +110,7 @@ pub struct Args {
     pub arch_env: PathBuf,
 
     /// The smoke-test container's name.
-    #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_SMOKE_CONTAINER, value_parser = Checked(name))]
+    #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_SMOKE_CONTAINER, value_parser = Checked(args::name))]
     pub smoke_container: String,
 
     /// The backend port the smoke test probes on 127.0.0.1.
@@ -121,7 +122,7 @@ pub struct Args {
     pub smoke_timeout: Duration,
 
     /// The flatten container's name.
-    #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_FLATTEN_CONTAINER, value_parser = Checked(name))]
+    #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_FLATTEN_CONTAINER, value_parser = Checked(args::name))]
     pub flatten_container: String,
 
     /// Docker's data root, wiped by the rebuild.
@@ -149,19 +150,19 @@ pub struct Args {
     pub state_file: PathBuf,
 
     /// Stops docker and containerd.
-    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_STOP_ALL, value_parser = Checked(command_words))]
+    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_STOP_ALL, value_parser = Checked(args::command))]
     pub stop_engine_command: Words,
 
     /// Starts docker and containerd.
-    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_START_ALL, value_parser = Checked(command_words))]
+    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_START_ALL, value_parser = Checked(args::command))]
     pub start_engine_command: Words,
 
     /// Stops docker.
-    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_STOP_DOCKER, value_parser = Checked(command_words))]
+    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_STOP_DOCKER, value_parser = Checked(args::command))]
     pub stop_docker_command: Words,
 
     /// Starts docker.
-    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_START_DOCKER, value_parser = Checked(command_words))]
+    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_START_DOCKER, value_parser = Checked(args::command))]
     pub start_docker_command: Words,
 
     /// How long a started engine may take to answer `docker info`.
@@ -177,11 +178,11 @@ pub struct Args {
     pub fill_block_size: usize,
 
     /// The trim command after the zero-fill (empty: none).
-    #[arg(long, value_name = "COMMAND", default_value = zero_fill::DEFAULT_TRIM, value_parser = Checked(words))]
+    #[arg(long, value_name = "COMMAND", default_value = zero_fill::DEFAULT_TRIM, value_parser = Checked(args::words))]
     pub fstrim_command: Words,
 
     /// How often long steps log their progress.
-    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(positive))]
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(args::positive_duration))]
     pub progress_interval: Duration,
 
     /// How long `docker stop` gives a container before killing it.
@@ -195,39 +196,6 @@ pub struct Args {
     /// Tests only: exit with status 99 right after this rebuild step, before recording it.
     #[arg(long, value_name = "STEP", env = "STACK_SLIM_CRASH_AFTER", hide = true, value_parser = Checked(Step::parse))]
     pub crash_after: Option<Step>,
-}
-
-/// A command split into words.
-#[derive(Clone, Debug)]
-pub struct Words(pub Vec<OsString>);
-
-fn words(text: &str) -> Result<Words, String> {
-    let split =
-        shell_words::split(text).map_err(|err| format!("cannot split into words: {err}"))?;
-    Ok(Words(split.into_iter().map(OsString::from).collect()))
-}
-
-fn command_words(text: &str) -> Result<Words, String> {
-    let words = words(text)?;
-    if words.0.is_empty() {
-        return Err("must name a command".into());
-    }
-    Ok(words)
-}
-
-fn name(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.starts_with('-') {
-        Err("not a container name".into())
-    } else {
-        Ok(text.to_string())
-    }
-}
-
-fn positive(text: &str) -> Result<Duration, String> {
-    match spec::duration(text)? {
-        d if d.is_zero() => Err("must be greater than 0".into()),
-        d => Ok(d),
-    }
 }
 
 /// Bytes, or a number with K, M or G (powers of 1024); at least 1, at most 1G.
@@ -327,14 +295,5 @@ mod tests {
         for bad in ["", "0", "4X", "M", "2G", "-1", "1.5M"] {
             assert!(size(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn commands_split_without_a_shell() {
-        let w = words("systemctl stop 'docker containerd'").unwrap();
-        assert_eq!(w.0, ["systemctl", "stop", "docker containerd"]);
-        assert!(words("").unwrap().0.is_empty());
-        assert!(command_words("").is_err());
-        assert!(words("a 'b").is_err());
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
+use shared::args;
 use shared::error::Error;
 use shared::provision_log::ProvisionLog;
 use shared::signal;
@@ -63,7 +64,7 @@ pub struct Args {
 
     /// The container whose last 300 log lines the diagnostics show.
     #[arg(long, value_name = "NAME", env = "STACK_DEPS_CONTAINER",
-          default_value = deps::DEFAULT_CONTAINER, value_parser = Checked(container))]
+          default_value = deps::DEFAULT_CONTAINER, value_parser = Checked(args::name))]
     pub container: String,
 
     /// The host of every default service.
@@ -107,35 +108,20 @@ pub struct Args {
     pub heartbeat: Duration,
 
     /// The longest one attempt may take.
-    #[arg(long, value_name = "DURATION", default_value = "10s", allow_negative_numbers = true, value_parser = Checked(positive))]
+    #[arg(long, value_name = "DURATION", default_value = "10s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub attempt_timeout: Duration,
 
     /// The time limit of each per-service probe in the diagnostics.
-    #[arg(long, value_name = "DURATION", default_value = "3s", allow_negative_numbers = true, value_parser = Checked(positive))]
+    #[arg(long, value_name = "DURATION", default_value = "3s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub diag_probe_timeout: Duration,
 
     /// The time limit of each diagnostics command; one still running then is killed.
-    #[arg(long, value_name = "DURATION", default_value = "60s", allow_negative_numbers = true, value_parser = Checked(positive))]
+    #[arg(long, value_name = "DURATION", default_value = "60s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub diag_timeout: Duration,
 
     /// The docker client the diagnostics run.
     #[arg(long, value_name = "PROGRAM", default_value = "docker")]
     pub docker: OsString,
-}
-
-fn positive(text: &str) -> Result<Duration, String> {
-    match spec::duration(text)? {
-        d if d.is_zero() => Err("must be greater than 0".into()),
-        d => Ok(d),
-    }
-}
-
-fn container(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.starts_with('-') {
-        Err("not a container name".into())
-    } else {
-        Ok(text.to_string())
-    }
 }
 
 impl Args {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
+use shared::args;
 use shared::error::Error;
 use shared::provision_log::ProvisionLog;
 use shared::signal;
@@ -91,21 +92,21 @@ pub struct Args {
     pub heartbeat: Duration,
 
     /// The longest one attempt may take (the original's curl --max-time 3).
-    #[arg(long, value_name = "DURATION", default_value = "3s", allow_negative_numbers = true, value_parser = Checked(positive))]
+    #[arg(long, value_name = "DURATION", default_value = "3s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub attempt_timeout: Duration,
 
     /// The container whose last 200 log lines the diagnostics show.
     #[arg(long, value_name = "NAME", default_value = stack_ready::DEFAULT_CONTAINER,
-          value_parser = Checked(word))]
+          value_parser = Checked(args::name))]
     pub container: String,
 
     /// The systemd unit whose status and journal the diagnostics show.
     #[arg(long, value_name = "UNIT", default_value = stack_ready::DEFAULT_SERVICE,
-          value_parser = Checked(word))]
+          value_parser = Checked(args::name))]
     pub service: String,
 
     /// The time limit of each diagnostics command; one still running then is killed.
-    #[arg(long, value_name = "DURATION", default_value = "60s", allow_negative_numbers = true, value_parser = Checked(positive))]
+    #[arg(long, value_name = "DURATION", default_value = "60s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub diag_timeout: Duration,
 
     /// The docker client the diagnostics run.
@@ -119,22 +120,6 @@ pub struct Args {
     /// The journalctl the diagnostics run.
     #[arg(long, value_name = "PROGRAM", default_value = "journalctl")]
     pub journalctl: OsString,
-}
-
-fn positive(text: &str) -> Result<Duration, String> {
-    match spec::duration(text)? {
-        d if d.is_zero() => Err("must be greater than 0".into()),
-        d => Ok(d),
-    }
-}
-
-/// A container or unit name: not empty, and not something the program would take for a flag.
-fn word(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.starts_with('-') {
-        Err("not a name".into())
-    } else {
-        Ok(text.to_string())
-    }
 }
 
 impl Args {

@@ -105,16 +105,6 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a number of seconds (e.g. 2 or 0.5)"))
 }
 
-/// Splits a command given as one flag value into words, with shell-like quoting and no
-/// expansion of anything.
-pub fn parse_command(text: &str) -> Result<Vec<OsString>, String> {
-    let words = shell_words::split(text).map_err(|e| format!("{text:?}: {e}"))?;
-    if words.is_empty() {
-        return Err("the command is empty".into());
-    }
-    Ok(words.into_iter().map(OsString::from).collect())
-}
-
 /// `0.4s`, `59.9s`, `1m00s`, `1h02m03s`.
 pub fn format_duration(duration: Duration) -> String {
     let tenths = (duration.as_millis() + 50) / 100;
@@ -486,22 +476,11 @@ mod tests {
     }
 
     #[test]
-    fn seconds_and_commands_parse_strictly() {
+    fn seconds_parse_strictly() {
         assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
         for bad in ["", "-1", "soon", "inf", "NaN", "1e10"] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            parse_command("shutdown -P now"),
-            Ok(vec!["shutdown".into(), "-P".into(), "now".into()])
-        );
-        assert_eq!(
-            parse_command("'/opt/my tools/off' \"$HOME\""),
-            Ok(vec!["/opt/my tools/off".into(), "$HOME".into()]),
-            "quotes group words; nothing is expanded"
-        );
-        assert!(parse_command("  ").is_err());
-        assert!(parse_command("a 'b").is_err());
     }
 }

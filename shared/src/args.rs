@@ -1,0 +1,81 @@
+//! What the tools' flag values are: one definition each of a command line, a name and a
+//! positive duration, used by every tool's clap value parsers.
+//!
+//! Commands that stand in for `systemctl …` or `shutdown -P now` are given as one string and
+//! split into words as a POSIX shell would split them (quotes, backslashes) by `shell-words`,
+//! with nothing expanded and no shell ever run. Names of containers and units are refused when
+//! empty or when they start with `-`, since docker or systemctl would read them as a flag.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use crate::wait::spec;
+
+/// A command line split into words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Words(pub Vec<OsString>);
+
+/// Splits `text` into words; an empty text gives no words.
+pub fn words(text: &str) -> Result<Words, String> {
+    let split =
+        shell_words::split(text).map_err(|err| format!("cannot split into words: {err}"))?;
+    Ok(Words(split.into_iter().map(OsString::from).collect()))
+}
+
+/// Splits `text` into words, at least one: the program.
+pub fn command(text: &str) -> Result<Words, String> {
+    let words = words(text)?;
+    if words.0.is_empty() {
+        return Err("must name a command".into());
+    }
+    Ok(words)
+}
+
+/// A container or unit name: not empty, and not something a program would take for a flag.
+pub fn name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.starts_with('-') {
+        Err("not a name".into())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+/// A duration greater than zero (`3`, `1.5s`, `2m`: see [`spec::duration`]).
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match spec::duration(text)? {
+        d if d.is_zero() => Err("must be greater than 0".into()),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_split_without_a_shell() {
+        assert_eq!(
+            command("'/opt/my tools/off' \"$HOME\" -P").unwrap(),
+            Words(vec![
+                "/opt/my tools/off".into(),
+                "$HOME".into(),
+                "-P".into()
+            ])
+        );
+        assert_eq!(words("  ").unwrap(), Words(vec![]));
+        assert!(command("  ").is_err());
+        assert!(command("a 'b").is_err());
+    }
+
+    #[test]
+    fn names_and_durations() {
+        assert_eq!(name("stack").unwrap(), "stack");
+        assert!(name("").is_err());
+        assert!(name("-x").is_err());
+        assert_eq!(
+            positive_duration("1.5").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert!(positive_duration("0").is_err());
+    }
+}
