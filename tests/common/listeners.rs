@@ -34,6 +34,46 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port that refuses connections and that nothing else can take while this lives: a
+/// TCP socket bound to it that never listens, so a SYN to it is answered with a reset. A port
+/// found free and closed again could be taken by a concurrent test's server in between.
+pub struct ClosedPort {
+    pub port: u16,
+    _socket: std::os::fd::OwnedFd,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: plain socket calls on a descriptor we own, with correctly sized addresses.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let socket = OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let bound = libc::bind(
+                socket.as_raw_fd(),
+                (&raw const addr).cast::<libc::sockaddr>(),
+                len,
+            );
+            assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+            let named = libc::getsockname(
+                socket.as_raw_fd(),
+                (&raw mut addr).cast::<libc::sockaddr>(),
+                &mut len,
+            );
+            assert_eq!(named, 0, "getsockname: {}", std::io::Error::last_os_error());
+            ClosedPort {
+                port: u16::from_be(addr.sin_port),
+                _socket: socket,
+            }
+        }
+    }
+}
+
 pub struct Server {
     pub port: u16,
     addr: SocketAddr,

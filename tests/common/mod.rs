@@ -224,6 +224,22 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Sends SIGTERM to `child` (a tool run directly, or under nsenter, which execs it without
+/// forking) and waits for it; fails unless it exits within `within`.
+#[track_caller]
+pub fn terminate(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let signalled = Instant::now();
+    // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().expect("wait for the tool");
+    assert!(
+        signalled.elapsed() < within,
+        "SIGTERM took {:?} to end the tool",
+        signalled.elapsed()
+    );
+    status
+}
+
 /// provision-build's recording stand-in (`tests/fixtures/provision-build/stand-in`), reached
 /// through symbolic links named like the programs it replaces.
 pub fn provision_stand_in() -> PathBuf {

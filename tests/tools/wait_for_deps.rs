@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::docker;
-use crate::common::listeners::{Reply, Server, free_port};
+use crate::common::listeners::{ClosedPort, Reply, Server};
 use crate::common::*;
 
 const TOOL: &str = "wait-for-deps";
@@ -429,7 +429,8 @@ fn status_rules_follow_curl_dash_f_and_qstash_needs_401() {
 #[test]
 fn heartbeats_the_timeout_line_and_the_failing_report() {
     let postgres = Server::always(Reply::Pg(b'S'));
-    let closed: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let refusing: Vec<ClosedPort> = (0..4).map(|_| ClosedPort::new()).collect();
+    let closed: Vec<u16> = refusing.iter().map(|c| c.port).collect();
     let dir = scratch();
     let log = dir.path().join("provision.log");
     let run = quick()
@@ -517,7 +518,8 @@ fn targets_replace_defaults_and_ipv6_literals_work() {
 
 #[test]
 fn environment_knobs_set_the_timeout() {
-    let closed = free_port();
+    let refusing = ClosedPort::new();
+    let closed = refusing.port;
     let deps = Deps::ready();
     let run = quick()
         .args(deps.args())
@@ -580,7 +582,8 @@ pub(super) fn signal_mid_wait(
 fn sigterm_and_sigint_stop_the_wait_promptly() {
     // One service holds its attempt open, one refuses: the signal must cut through both.
     let silent = Server::always(Reply::Silent);
-    let closed = free_port();
+    let refusing = ClosedPort::new();
+    let closed = refusing.port;
     for (signal, code, name) in [
         (libc::SIGTERM, 143, "SIGTERM"),
         (libc::SIGINT, 130, "SIGINT"),
@@ -626,7 +629,8 @@ fn diagnostics_show_the_deps_container_from_a_real_docker_engine() {
     let (container, _image) = finished_container(
         "echo 'deps line one'; echo '  deps line two on stderr' >&2; printf 'no newline'",
     );
-    let closed = free_port();
+    let refusing = ClosedPort::new();
+    let closed = refusing.port;
     let deps = Deps::ready();
     let run = tool(TOOL)
         .args(deps.args())

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::wait_for_deps::{UsageCase, finished_container, lines, signal_mid_wait};
 use crate::common::docker;
-use crate::common::listeners::{Reply, Server, free_port};
+use crate::common::listeners::{ClosedPort, Reply, Server};
 use crate::common::*;
 
 const TOOL: &str = "wait-for-stack-ready";
@@ -174,7 +174,8 @@ fn only_exactly_200_counts_and_codes_are_curls() {
 #[test]
 fn no_answer_is_code_000_and_environment_sets_ports_and_timeout() {
     let backend = Server::always(Reply::Status(500));
-    let closed = free_port();
+    let refusing = ClosedPort::new();
+    let closed = refusing.port;
     let run = quick()
         .args(["--heartbeat", "0"])
         .env("STACK_READY_TIMEOUT", "1")
@@ -220,7 +221,8 @@ fn diagnostics_run_the_originals_commands_with_their_prefixes() {
     let dir = scratch();
     let docker = stand_in(dir.path(), "docker");
     let systemctl = stand_in(dir.path(), "systemctl");
-    let closed = free_port();
+    let refusing = ClosedPort::new();
+    let closed = refusing.port;
     let dashboard = Server::always(Reply::Status(200));
     let run = tool(TOOL)
         .args(["--timeout", "0.3"])
@@ -271,7 +273,8 @@ fn diagnostics_run_the_originals_commands_with_their_prefixes() {
 fn diagnostics_from_a_real_docker_engine() {
     require!(docker::ready(), docker::READY);
     let (container, _image) = finished_container("echo 'stack says hello'");
-    let closed = free_port();
+    let refusing = ClosedPort::new();
+    let closed = refusing.port;
     let run = tool(TOOL)
         .args(["--timeout", "0.3"])
         .args(["--backend-port", &closed.to_string()])
@@ -304,10 +307,11 @@ fn diagnostics_from_a_real_docker_engine() {
 #[test]
 fn sigterm_stops_the_wait_promptly() {
     let silent = Server::always(Reply::Silent);
+    let refusing_dashboard = ClosedPort::new();
     let mut cmd = Command::new(tool_path(TOOL));
     cmd.args(["--timeout", "60", "--docker", "/nonexistent/docker"])
         .args(["--backend-port", &silent.port.to_string()])
-        .args(["--dashboard-port", &free_port().to_string()])
+        .args(["--dashboard-port", &refusing_dashboard.port.to_string()])
         .env_remove("STACK_PROVISION_LOG_FILE")
         .env_remove("HEXCLAVE_PROVISION_LOG_FILE");
     let (status, took, out) = signal_mid_wait(cmd, "waiting for backend", libc::SIGTERM);
@@ -333,7 +337,8 @@ fn sigterm_during_diagnostics_kills_the_command_and_exits_143() {
     )
     .unwrap();
     std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let closed = free_port().to_string();
+    let refusing = ClosedPort::new();
+    let closed = refusing.port.to_string();
     let mut cmd = Command::new(tool_path(TOOL));
     cmd.args(["--timeout", "0.2", "--backend-port", &closed])
         .args(["--dashboard-port", &closed])
