@@ -324,19 +324,6 @@ impl DockerCommand {
         checked_stdout(&shown, output)
     }
 
-    /// Starts the command with stdin closed and its stdout and stderr in one pipe (as `2>&1`),
-    /// returning duct's reader: read it to the end, then [`duct::ReaderHandle::try_wait`] gives
-    /// the exit status (a non-zero status is not an error). Another thread may
-    /// [`duct::ReaderHandle::kill`] it, which ends the read.
-    pub fn combined_reader(&self) -> Result<duct::ReaderHandle> {
-        self.expression()
-            .stdin_null()
-            .stderr_to_stdout()
-            .unchecked()
-            .reader()
-            .map_err(|err| self.start_error(&err))
-    }
-
     /// Runs to completion with stdin, stdout and stderr inherited and returns its exit status,
     /// whatever it is; only failing to start is an error.
     pub fn status(&self) -> Result<ExitStatus> {
@@ -751,20 +738,6 @@ mod tests {
         assert_eq!(out, "done");
         assert!((2..=4).contains(&ticks.len()), "{ticks:?}");
         assert!(ticks.iter().all(|&(_, pid)| pid > 0));
-    }
-
-    #[test]
-    fn a_combined_reader_sees_both_streams_and_the_status() {
-        use std::io::Read;
-        let reader = Docker::new("sh")
-            .command(["-c", "echo out; echo err >&2; exit 5"])
-            .combined_reader()
-            .unwrap();
-        let mut text = String::new();
-        (&reader).read_to_string(&mut text).unwrap();
-        assert_eq!(text, "out\nerr\n");
-        let status = reader.try_wait().unwrap().unwrap().status;
-        assert_eq!(status.code(), Some(5));
     }
 
     #[test]

@@ -17,7 +17,6 @@
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -268,30 +267,30 @@ fn migrate<W: Write>(
         .arg("--env-file")
         .arg(&config.computed_env)
         .args([config.container.as_str(), "sh", "-c", MIGRATE_AND_SEED]);
-    let reader = Arc::new(command.combined_reader()?);
-    let _hook = {
-        let reader = Arc::clone(&reader);
-        interrupt.kill_on_signal(move || {
-            let _ = reader.kill();
-        })
-    };
+    let (mut child, mut output) = command.spawn_merged()?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    // Killing the client ends the read below at once. The hook is dropped before the child is
+    // reaped, so it can never signal a recycled pid.
+    let hook = interrupt.kill_on_signal(move || {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    });
     let start = Instant::now();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let tail = std::thread::scope(|scope| {
         let reading = scope.spawn(|| {
             let mut tail = LastLines::new(TAIL_LINES, TAIL_BYTES);
             let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match (&*reader).read(&mut buf) {
-                    Ok(0) => break,
+            let read_to_end = loop {
+                match output.read(&mut buf) {
+                    Ok(0) => break true,
                     Ok(n) => tail.feed(&buf[..n]),
                     Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
+                    Err(_) => break false,
                 }
-            }
+            };
             tail.finish();
             drop(done_tx);
-            tail
+            (tail, read_to_end)
         });
         while let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(MIGRATION_HEARTBEAT) {
             note(
@@ -301,16 +300,13 @@ fn migrate<W: Write>(
         }
         reading.join()
     });
-    let tail = tail.unwrap_or_else(|_| LastLines::new(0, 0));
-    // The reader has seen end-of-file, so the command has exited (or the read failed, and then
-    // it is killed and reaped here).
-    let finished = match reader.try_wait() {
-        Ok(Some(output)) => Some(output.status),
-        _ => {
-            let _ = reader.kill();
-            None
-        }
-    };
+    let (tail, read_to_end) = tail.unwrap_or_else(|_| (LastLines::new(0, 0), false));
+    // End of output means the command is exiting; after a failed read it is killed instead.
+    if !read_to_end {
+        let _ = child.kill();
+    }
+    drop(hook);
+    let finished = child.wait().ok();
     let status = finished.map_or(1, status_code);
     Ok((status, tail))
 }
