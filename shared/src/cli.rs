@@ -59,8 +59,9 @@ fn finish(tool: &str, outcome: Result<u8, Error>) -> ExitCode {
     ExitCode::from(status)
 }
 
-/// [`run`] for the build tools, whose operator reads the provision log rather than stderr: the
-/// body logs through `log`; an error is also logged there, as `<tool>: ERROR: <error>`; a log
+/// [`run`] for the tools that log like log-provision, whose operator reads the provision log
+/// rather than stderr: the body logs through `log`; an error is also logged there, as
+/// `<tool>: ERROR: <error>` (a usage error, the caller's own mistake, only on stderr); a log
 /// file that could not be written is reported on stderr without changing the tool's status.
 pub fn run_logged<P: Parser>(
     tool: &str,
@@ -70,8 +71,11 @@ pub fn run_logged<P: Parser>(
     run(tool, args, |parsed: P| {
         let mut log = ProvisionLog::from_env();
         let status = body(parsed, &mut log);
-        if let Err(err) = &status {
-            log.message(format!("{tool}: ERROR: {err}").as_bytes());
+        match &status {
+            Err(err) if err.code() != USAGE => {
+                log.message(format!("{tool}: ERROR: {err}").as_bytes());
+            }
+            _ => {}
         }
         if let Err(err) = log.finish() {
             report(tool, &err);

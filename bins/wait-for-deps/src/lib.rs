@@ -7,11 +7,10 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 use shared::args;
 use shared::error::Error;
-use shared::provision_log::ProvisionLog;
 use shared::signal;
 use shared::wait::deps::{self, Config, Ports};
 use shared::wait::spec::{self, Checked};
-use shared::wait::{self, Host, Options, Target};
+use shared::wait::{Host, Target};
 
 const TOOL: &str = deps::TOOL;
 
@@ -95,17 +94,8 @@ pub struct Args {
     #[arg(long = "target", value_name = "NAME=SPEC", value_parser = Checked(spec::target))]
     pub targets: Vec<Target>,
 
-    /// The first pause between two attempts at one service.
-    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
-    pub interval: Duration,
-
-    /// The longest pause between two attempts at one service.
-    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_MAX_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
-    pub max_interval: Duration,
-
-    /// How often to log each service still waiting (0: never).
-    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_HEARTBEAT_TEXT, allow_negative_numbers = true, value_parser = Checked(spec::duration))]
-    pub heartbeat: Duration,
+    #[command(flatten)]
+    pub polling: spec::Polling,
 
     /// The longest one attempt may take.
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
@@ -135,13 +125,7 @@ impl Args {
         };
         let targets = spec::merge(deps::default_targets(&self.host, &ports), self.targets)
             .map_err(|why| Error::usage(why, ""))?;
-        let options = Options {
-            timeout: self.timeout,
-            interval: self.interval,
-            max_interval: self.max_interval,
-            heartbeat: Some(self.heartbeat).filter(|h| !h.is_zero()),
-            attempt_timeout: self.attempt_timeout,
-        };
+        let options = self.polling.options(self.timeout, self.attempt_timeout);
         Ok(Config {
             targets,
             options,
@@ -158,14 +142,8 @@ pub fn command() -> clap::Command {
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run(TOOL, args, |args: Args| {
+    shared::cli::run_logged(TOOL, args, |args: Args, log| {
         signal::take_over()?;
-        let config = args.config()?;
-        let mut log = ProvisionLog::from_env();
-        let status = deps::run(&config, &mut log);
-        if let Err(err) = log.finish() {
-            shared::cli::report(TOOL, &err);
-        }
-        Ok(status)
+        Ok(deps::run(&args.config()?, log))
     })
 }

@@ -329,6 +329,35 @@ pub fn merge(defaults: Vec<Target>, overrides: Vec<Target>) -> Result<Vec<Target
     Ok(targets)
 }
 
+/// The polling flags every wait tool takes: how often to try and how often to report.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Polling {
+    /// The first pause between two attempts at one target.
+    #[arg(long, value_name = "DURATION", default_value = super::DEFAULT_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(duration))]
+    pub interval: Duration,
+
+    /// The longest pause between two attempts at one target.
+    #[arg(long, value_name = "DURATION", default_value = super::DEFAULT_MAX_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(duration))]
+    pub max_interval: Duration,
+
+    /// How often to log what is still not ready (0: never).
+    #[arg(long, value_name = "DURATION", default_value = super::DEFAULT_HEARTBEAT_TEXT, allow_negative_numbers = true, value_parser = Checked(duration))]
+    pub heartbeat: Duration,
+}
+
+impl Polling {
+    /// The wait's options: these intervals, the whole wait's `timeout` and the per-attempt cap.
+    pub fn options(&self, timeout: Duration, attempt_timeout: Duration) -> super::Options {
+        super::Options {
+            timeout,
+            interval: self.interval,
+            max_interval: self.max_interval,
+            heartbeat: Some(self.heartbeat).filter(|h| !h.is_zero()),
+            attempt_timeout,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
