@@ -34,14 +34,17 @@ pub const DEFAULT_SYS_BLOCK_DIR: &str = "/sys/class/block";
 pub const DEFAULT_DEV_DIR: &str = "/dev";
 pub const DEFAULT_PROC_FILESYSTEMS: &str = "/proc/filesystems";
 
-/// Where [`find_by_label`] looks.
-#[derive(Debug, Clone)]
+/// Where [`find_by_label`] looks; also the flags of every tool that finds a disk by label.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Lookup {
-    /// udev's label links (`/dev/disk/by-label`).
+    /// udev's label links, tried first.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_BY_LABEL_DIR)]
     pub by_label_dir: PathBuf,
-    /// The kernel's list of block devices (`/sys/class/block`).
+    /// The block devices scanned when there is no label link (their superblocks are read).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_SYS_BLOCK_DIR)]
     pub sys_block_dir: PathBuf,
-    /// Where the device nodes named by `uevent`'s `DEVNAME` live (`/dev`).
+    /// Where the device nodes of the scanned devices are (named by their `uevent`'s DEVNAME).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DEV_DIR)]
     pub dev_dir: PathBuf,
 }
 

@@ -82,17 +82,8 @@ pub struct Args {
     #[arg(long, value_name = "LABEL", default_value = stack_env::DEFAULT_LABEL)]
     pub cfg_label: String,
 
-    /// udev's label links, tried first.
-    #[arg(long, value_name = "DIR", default_value = blockdev::DEFAULT_BY_LABEL_DIR)]
-    pub by_label_dir: PathBuf,
-
-    /// The block devices scanned when there is no label link.
-    #[arg(long, value_name = "DIR", default_value = blockdev::DEFAULT_SYS_BLOCK_DIR)]
-    pub sys_block_dir: PathBuf,
-
-    /// Where the device nodes of the scanned devices are.
-    #[arg(long, value_name = "DIR", default_value = blockdev::DEFAULT_DEV_DIR)]
-    pub dev_dir: PathBuf,
+    #[command(flatten)]
+    pub lookup: Lookup,
 
     /// Where the configuration disk is mounted.
     #[arg(long, value_name = "DIR", default_value = stack_env::DEFAULT_MOUNT_POINT)]
@@ -148,11 +139,7 @@ impl Args {
             env: stack_env::Options {
                 device: self.cfg_device,
                 label: self.cfg_label,
-                lookup: Lookup {
-                    by_label_dir: self.by_label_dir,
-                    sys_block_dir: self.sys_block_dir,
-                    dev_dir: self.dev_dir,
-                },
+                lookup: self.lookup,
                 proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
                 mount_point: self.cfg_mount_point,
                 mount: !self.no_cfg_mount,
