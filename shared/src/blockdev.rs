@@ -270,7 +270,49 @@ pub enum Mounted {
     /// The target was a mount point already; nothing was done.
     Already,
     /// `device` was mounted with this filesystem type.
-    Now { fs_type: String },
+    Now { device: PathBuf, fs_type: String },
+}
+
+/// A disk that a tool mounts read-only: its device, or the label to find it by, and where it
+/// goes. render-stack-env's `STACKCFG` and install-emulator-containers' `STACKBUNDLE` are both
+/// mounted the way the originals did: `mountpoint -q MP || mount -o ro DEVICE MP`.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    /// Found by `label` when `None`.
+    pub device: Option<PathBuf>,
+    pub label: String,
+    pub lookup: Lookup,
+    /// The kernel's type list for the fallback (`/proc/filesystems`).
+    pub proc_filesystems: PathBuf,
+    pub mount_point: PathBuf,
+}
+
+impl Disk {
+    /// The disk labelled `label`, mounted at `mount_point`, looked up in the default places.
+    pub fn new(label: &str, mount_point: &str) -> Disk {
+        Disk {
+            device: None,
+            label: label.into(),
+            lookup: Lookup::default(),
+            proc_filesystems: DEFAULT_PROC_FILESYSTEMS.into(),
+            mount_point: mount_point.into(),
+        }
+    }
+
+    /// Mounts the disk read-only at its mount point (created like `mkdir -p`) unless that is a
+    /// mount point already; the device is looked up only when a mount is needed.
+    pub fn mount(&self) -> Result<Mounted> {
+        let target = &self.mount_point;
+        std::fs::create_dir_all(target).context(|| format!("creating {}", target.display()))?;
+        if mounts::is_mount_point(target)? {
+            return Ok(Mounted::Already);
+        }
+        let device = match &self.device {
+            Some(device) => device.clone(),
+            None => find_by_label(&self.label, &self.lookup)?,
+        };
+        mount_readonly(&device, target, &self.proc_filesystems)
+    }
 }
 
 /// Mounts `device` read-only at `target` (created like `mkdir -p`) unless `target` is a mount
@@ -309,6 +351,7 @@ pub fn mount_readonly(device: &Path, target: &Path, proc_filesystems: &Path) -> 
         match try_type(fs_type) {
             None => {
                 return Ok(Mounted::Now {
+                    device: device.to_path_buf(),
                     fs_type: fs_type.to_string(),
                 });
             }
@@ -322,7 +365,10 @@ pub fn mount_readonly(device: &Path, target: &Path, proc_filesystems: &Path) -> 
             continue;
         }
         if try_type(&fs_type).is_none() {
-            return Ok(Mounted::Now { fs_type });
+            return Ok(Mounted::Now {
+                device: device.to_path_buf(),
+                fs_type,
+            });
         }
     }
     Err(mount_error(what(), &tried, device))

@@ -41,10 +41,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::atomic;
-use crate::blockdev::{self, Lookup, Mounted};
+use crate::blockdev::{Disk, Mounted};
 use crate::docker::Docker;
 use crate::error::{Context, Error, Result};
-use crate::mounts;
 use crate::provision_log::ProvisionLog;
 use crate::signal;
 use crate::wait::{self, Answer, Event, Outcome, Probe, Target, seconds};
@@ -82,13 +81,9 @@ const PIPE_SIZE: i32 = 1 << 20;
 /// Everything one run needs; [`Default`] is the original's.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The bundle disk; found by `label` when `None`.
-    pub device: Option<PathBuf>,
-    pub label: String,
-    pub lookup: Lookup,
-    pub proc_filesystems: PathBuf,
-    pub mount_point: PathBuf,
-    /// Whether to mount the disk at `mount_point` (unless it is a mount point already).
+    /// The bundle disk.
+    pub disk: Disk,
+    /// Whether to mount the disk at its mount point (unless it is a mount point already).
     pub mount: bool,
     /// `<mount_point>/img.tgz` when `None`.
     pub image: Option<PathBuf>,
@@ -105,11 +100,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            device: None,
-            label: DEFAULT_LABEL.into(),
-            lookup: Lookup::default(),
-            proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
-            mount_point: DEFAULT_MOUNT_POINT.into(),
+            disk: Disk::new(DEFAULT_LABEL, DEFAULT_MOUNT_POINT),
             mount: true,
             image: None,
             start_docker: DEFAULT_START_DOCKER
@@ -130,7 +121,7 @@ impl Options {
     pub fn image(&self) -> PathBuf {
         self.image
             .clone()
-            .unwrap_or_else(|| self.mount_point.join(IMAGE_FILE))
+            .unwrap_or_else(|| self.disk.mount_point.join(IMAGE_FILE))
     }
 }
 
@@ -182,32 +173,16 @@ pub fn run<W: Write>(opts: &Options, log: &mut ProvisionLog<W>) -> Result<()> {
 
 /// `mkdir -p` and mount read-only, unless the mount point is mounted already.
 fn mount_bundle<W: Write>(opts: &Options, log: &mut ProvisionLog<W>) -> Result<()> {
-    let target = &opts.mount_point;
-    std::fs::create_dir_all(target).context(|| format!("creating {}", target.display()))?;
-    if mounts::is_mount_point(target)? {
-        say(
-            log,
-            &format!("{} is mounted already; using it", target.display()),
-        );
-        return Ok(());
-    }
-    let device = match &opts.device {
-        Some(device) => device.clone(),
-        None => blockdev::find_by_label(&opts.label, &opts.lookup)?,
-    };
-    match blockdev::mount_readonly(&device, target, &opts.proc_filesystems)? {
-        Mounted::Now { fs_type } => say(
+    let target = opts.disk.mount_point.display();
+    match opts.disk.mount()? {
+        Mounted::Now { device, fs_type } => say(
             log,
             &format!(
-                "mounted {} ({fs_type}) read-only at {}",
-                device.display(),
-                target.display()
+                "mounted {} ({fs_type}) read-only at {target}",
+                device.display()
             ),
         ),
-        Mounted::Already => say(
-            log,
-            &format!("{} is mounted already; using it", target.display()),
-        ),
+        Mounted::Already => say(log, &format!("{target} is mounted already; using it")),
     }
     Ok(())
 }

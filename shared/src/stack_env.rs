@@ -19,11 +19,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::atomic;
-use crate::blockdev::{self, Lookup, Mounted};
+use crate::blockdev::{Disk, Mounted};
 use crate::envfile::{self, EnvFile};
 use crate::error::{Context, Error, Result};
 use crate::keystore::{self, KeyStore, Keys};
-use crate::mounts;
 
 pub const DEFAULT_LABEL: &str = "STACKCFG";
 pub const DEFAULT_MOUNT_POINT: &str = "/mnt/stack-runtime";
@@ -308,13 +307,9 @@ pub enum Output {
 /// Every input of a run; [`Default`] is the original's.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The configuration disk; found by `label` when `None`.
-    pub device: Option<PathBuf>,
-    pub label: String,
-    pub lookup: Lookup,
-    pub proc_filesystems: PathBuf,
-    pub mount_point: PathBuf,
-    /// Whether to mount the disk at `mount_point` (when it is not a mount point already).
+    /// The configuration disk.
+    pub disk: Disk,
+    /// Whether to mount the disk at its mount point (when it is not a mount point already).
     pub mount: bool,
     /// `<mount_point>/runtime.env` when `None`.
     pub runtime_env: Option<PathBuf>,
@@ -328,11 +323,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            device: None,
-            label: DEFAULT_LABEL.into(),
-            lookup: Lookup::default(),
-            proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
-            mount_point: DEFAULT_MOUNT_POINT.into(),
+            disk: Disk::new(DEFAULT_LABEL, DEFAULT_MOUNT_POINT),
             mount: true,
             runtime_env: None,
             base_env: None,
@@ -347,13 +338,13 @@ impl Options {
     pub fn runtime_env(&self) -> PathBuf {
         self.runtime_env
             .clone()
-            .unwrap_or_else(|| self.mount_point.join(RUNTIME_ENV))
+            .unwrap_or_else(|| self.disk.mount_point.join(RUNTIME_ENV))
     }
 
     pub fn base_env(&self) -> PathBuf {
         self.base_env
             .clone()
-            .unwrap_or_else(|| self.mount_point.join(BASE_ENV))
+            .unwrap_or_else(|| self.disk.mount_point.join(BASE_ENV))
     }
 }
 
@@ -376,7 +367,7 @@ pub fn run(opts: &Options, stdout: &mut dyn Write) -> Result<Report> {
         Output::Stdout => None,
     };
     let mounted = if to_file.is_some() && opts.mount {
-        Some(mount(opts)?)
+        Some(opts.disk.mount()?)
     } else {
         None
     };
@@ -417,21 +408,6 @@ pub fn run(opts: &Options, stdout: &mut dyn Write) -> Result<Report> {
         snapshot,
         unsaved_keys,
     })
-}
-
-/// The original's `mountpoint -q /mnt/stack-runtime || mount -o ro DEVICE /mnt/stack-runtime`;
-/// the device is looked up only when a mount is needed.
-fn mount(opts: &Options) -> Result<Mounted> {
-    let target = &opts.mount_point;
-    std::fs::create_dir_all(target).context(|| format!("creating {}", target.display()))?;
-    if mounts::is_mount_point(target)? {
-        return Ok(Mounted::Already);
-    }
-    let device = match &opts.device {
-        Some(device) => device.clone(),
-        None => blockdev::find_by_label(&opts.label, &opts.lookup)?,
-    };
-    blockdev::mount_readonly(&device, target, &opts.proc_filesystems)
 }
 
 #[cfg(test)]

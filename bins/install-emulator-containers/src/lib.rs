@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use shared::args;
-use shared::blockdev::{self, Lookup};
+use shared::blockdev::{self, Disk, Lookup};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
 use shared::install::{self, Options};
 use shared::wait::spec::{Checked, duration};
@@ -111,11 +111,13 @@ impl Args {
             .map(|word| word.to_string_lossy().into_owned())
             .collect();
         Ok(Options {
-            device: self.device,
-            label: self.label,
-            lookup: self.lookup,
-            proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
-            mount_point: self.mount_point,
+            disk: Disk {
+                device: self.device,
+                label: self.label,
+                lookup: self.lookup,
+                proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
+                mount_point: self.mount_point,
+            },
             mount: !self.no_mount,
             image: self.image,
             start_docker,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use shared::blockdev::{self, Lookup};
+use shared::blockdev::{self, Disk, Lookup};
 use shared::stack_env::{self, Options, Output};
 use shared::{envfile, keystore};
 
@@ -88,11 +88,13 @@ pub struct Args {
 impl Args {
     pub fn options(self) -> Options {
         Options {
-            device: self.device,
-            label: self.label,
-            lookup: self.lookup,
-            proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
-            mount_point: self.mount_point,
+            disk: Disk {
+                device: self.device,
+                label: self.label,
+                lookup: self.lookup,
+                proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
+                mount_point: self.mount_point,
+            },
             mount: !self.no_mount,
             runtime_env: self.runtime_env,
             base_env: self.base_env,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use shared::blockdev::{self, Lookup};
+use shared::blockdev::{self, Disk, Lookup};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
 use shared::hostfs::{self, HostFs};
 use shared::stack_container::{self, Options};
@@ -137,11 +137,13 @@ impl Args {
             },
             mount_host: !self.no_host_mount,
             env: stack_env::Options {
-                device: self.cfg_device,
-                label: self.cfg_label,
-                lookup: self.lookup,
-                proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
-                mount_point: self.cfg_mount_point,
+                disk: Disk {
+                    device: self.cfg_device,
+                    label: self.cfg_label,
+                    lookup: self.lookup,
+                    proc_filesystems: blockdev::DEFAULT_PROC_FILESYSTEMS.into(),
+                    mount_point: self.cfg_mount_point,
+                },
                 mount: !self.no_cfg_mount,
                 runtime_env: self.runtime_env,
                 base_env: self.base_env,
