@@ -587,6 +587,7 @@ fn sigterm_and_sigint_stop_the_wait_promptly() {
     for (signal, code, name) in [
         (libc::SIGTERM, 143, "SIGTERM"),
         (libc::SIGINT, 130, "SIGINT"),
+        (libc::SIGHUP, 129, "SIGHUP"),
     ] {
         let mut cmd = Command::new(tool_path(TOOL));
         cmd.args(["--timeout", "60", "--docker", "/nonexistent/docker"])

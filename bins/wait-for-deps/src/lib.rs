@@ -22,8 +22,8 @@ const TOOL: &str = deps::TOOL;
 /// answered, `all deps ready (<N>s total)` and exit 0. When the timeout passes first:
 /// `TIMEOUT waiting for <first service not ready> after <N>s (hard cap <T>s)`, one line per
 /// service still failing with its last answer, then the diagnostics — `docker ps -a`, the
-/// container's last 300 log lines, one short probe per service — and exit 1. SIGTERM or
-/// SIGINT stop the wait at once with exit 128+N (143, 130). Every line goes to stdout as
+/// container's last 300 log lines, one short probe per service — and exit 1. SIGTERM,
+/// SIGINT or SIGHUP stop the wait at once with exit 128+N (143, 130, 129). Every line goes to stdout as
 /// `STACK_PROVISION: wait-for-deps: …` and to STACK_PROVISION_LOG_FILE, as log-provision
 /// writes them; a log file that cannot be written is reported on stderr and does not change
 /// the exit status.

@@ -27,7 +27,8 @@ const TOOL: &str = stack_ready::TOOL;
 /// answer, then the diagnostics — `docker ps -a`, `docker logs --tail 200 stack`, `systemctl
 /// status stack.service`, `journalctl -u stack.service -n 100`, `docker image ls`, each
 /// streamed with its own prefix (ps, stack, svc, jrnl, img); a missing program is one line —
-/// and exit 1. SIGTERM or SIGINT stop the wait at once with exit 128+N (143, 130).
+/// and exit 1. SIGTERM, SIGINT or SIGHUP stop the wait at
+/// once with exit 128+N (143, 130, 129).
 ///
 /// Every line goes to stdout as `STACK_PROVISION: wait-for-stack-ready: …` and to
 /// STACK_PROVISION_LOG_FILE, as log-provision writes them; a log file that cannot be written

@@ -11,7 +11,8 @@
 //! The caller hands in targets (a name and a [`Probe`]) and [`Options`], receives [`Event`]s on
 //! its own thread — each tool turns them into its original's exact log lines — and gets a
 //! [`Report`] back: which targets became ready and when, and the last answer of the others.
-//! SIGTERM and SIGINT end a wait promptly when the tool called [`signal::take_over`].
+//! A stop signal (SIGTERM, SIGINT, SIGHUP) ends a wait promptly when the tool called
+//! [`signal::take_over`].
 
 pub(crate) mod child;
 pub mod deps;
@@ -147,7 +148,7 @@ pub enum Outcome {
     Ready,
     /// The deadline passed first.
     TimedOut,
-    /// SIGTERM or SIGINT arrived.
+    /// A stop signal (SIGTERM, SIGINT, SIGHUP) arrived.
     Interrupted(Signal),
 }
 
