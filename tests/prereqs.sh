@@ -1,6 +1,9 @@
 #!/bin/sh
-# Installs and starts what the test suite needs on a Debian machine, as root. Idempotent: each
-# step runs only when its check fails. Called by `make test`.
+# Installs what the test suite needs on a Debian machine, as root. Idempotent: a package is
+# installed only when its command is missing. Called by `make test` and `make bench`.
+#
+# No docker engine is started here: the suite starts throwaway engines of its own (private
+# namespaces, own data root and socket) and never uses the machine's.
 set -eu
 
 # command -> Debian package providing it
@@ -14,6 +17,7 @@ losetup:mount
 unshare:util-linux
 nsenter:util-linux
 blkid:util-linux
+ip:iproute2
 qemu-aarch64-static:qemu-user-static
 cloud-init:cloud-init
 "
@@ -33,20 +37,4 @@ if [ -n "$missing" ]; then
     echo "prereqs: installing$missing"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
-
-if ! docker info >/dev/null 2>&1; then
-    echo "prereqs: starting dockerd"
-    mkdir -p /var/log
-    setsid dockerd >/var/log/hexclave-test-dockerd.log 2>&1 < /dev/null &
-    tries=0
-    until docker info >/dev/null 2>&1; do
-        tries=$((tries + 1))
-        if [ "$tries" -ge 60 ]; then
-            echo "prereqs: dockerd did not answer within 60s; see /var/log/hexclave-test-dockerd.log" >&2
-            tail -20 /var/log/hexclave-test-dockerd.log >&2 || true
-            exit 1
-        fi
-        sleep 1
-    done
 fi

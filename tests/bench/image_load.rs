@@ -23,7 +23,7 @@ const ROUNDS: usize = 3;
 
 pub fn load() {
     if !docker::engine_available() {
-        println!("skipped: no docker engine answers `docker info`");
+        println!("skipped: the suite's own docker engine could not start (see above)");
         return;
     }
     let dir = scratch();
@@ -74,6 +74,7 @@ fn prepare(root: &Path, name: &str, len: usize, generate: fn(&mut dyn Write, usi
         .args(["-c", "docker save \"$1\" | gzip -1 > \"$2\"", "sh"])
         .arg(&tag)
         .arg(&tgz)
+        .env("DOCKER_HOST", docker::host())
         .status()
         .expect("run docker save | gzip");
     assert!(status.success(), "docker save | gzip");
@@ -133,7 +134,7 @@ fn compare(label: &str, archive: &Archive) {
             // What the previous load wrote must not be flushed during this one.
             let _ = Command::new("sync").status();
             let mut cmd = make();
-            cmd.stdout(Stdio::null());
+            cmd.stdout(Stdio::null()).env("DOCKER_HOST", docker::host());
             let mut ok = true;
             totals[i] += time(|| ok = cmd.status().is_ok_and(|s| s.success()));
             assert!(ok, "{name} failed");

@@ -1,8 +1,8 @@
 //! The harness: locate the built tools, run them, assert on what they did.
 //!
-//! Tools are run from `target/<profile>/` next to this test binary, or from
-//! `HEXCLAVE_TEST_BIN_DIR` when set (to test a musl or cross build). `make test` builds them
-//! before running the suite.
+//! Tools are run from `target/<profile>/` next to this test binary, built by the harness before
+//! the first test uses one ([`bin_dir`]), or from `HEXCLAVE_TEST_BIN_DIR` when set (to test a
+//! musl or cross build as it is).
 //!
 //! Prerequisites (root, docker, loop devices, …) are checked with [`require`]: outside CI a
 //! missing one skips the test with a note on stderr; under `CI=true` it fails the test, so a
@@ -22,16 +22,68 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The directory holding the built tools.
+///
+/// Unless `HEXCLAVE_TEST_BIN_DIR` names prebuilt binaries, the first call builds the tools with
+/// cargo (a no-op when `make test` has just done so), so that a plain `cargo test` never runs
+/// binaries older than the source.
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("HEXCLAVE_TEST_BIN_DIR") {
         return PathBuf::from(dir);
     }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_tools).clone()
+}
+
+/// The cargo features the suite's tool builds have on (`make test` builds with the same).
+pub const TOOL_FEATURES: &str = "";
+
+/// Builds every tool of the workspace into the profile folder this test binary came from.
+fn build_tools() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/tools-<hash> -> target/<profile>
-    exe.parent()
+    let dir = exe
+        .parent()
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+        .to_path_buf();
+    let target = dir.parent().expect("target/<profile> has a parent");
+    let profile = match dir.file_name().and_then(OsStr::to_str) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => panic!("no profile folder above {}", exe.display()),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace");
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--workspace",
+        "--bins",
+        "--profile",
+        profile,
+    ])
+    .arg("--target-dir")
+    .arg(target)
+    .current_dir(workspace)
+    .stdin(Stdio::null());
+    if !TOOL_FEATURES.is_empty() {
+        cmd.args(["--features", TOOL_FEATURES]);
+    }
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!(
+            "running {} to build the tools: {e}; run `make test` (or `cargo build --workspace \
+             --bins`) first",
+            Path::new(&cargo).display()
+        )
+    });
+    assert!(
+        status.success(),
+        "building the tools failed ({status}): run `cargo build --workspace --bins` to see why"
+    );
+    dir
 }
 
 /// The path of a built tool; panics with the command to run when it is missing.

@@ -28,7 +28,11 @@ pub fn engine_available() -> bool {
     available()
         && require(has_program("dockerd"), "dockerd (docker.io)")
         && require(has_program("ip"), "ip (iproute2)")
-        && require(super::docker::ready(), super::docker::READY)
+        && require(has_program("docker"), "docker (docker.io)")
+        && require(
+            super::docker::is_static_elf(Path::new(super::docker::BUSYBOX)),
+            "a static /bin/busybox (busybox-static)",
+        )
 }
 
 pub struct Sandbox {
@@ -145,7 +149,7 @@ impl Sandbox {
 
     /// The socket of the sandbox's engine, as `DOCKER_HOST` spells it.
     pub fn docker_host(&self) -> String {
-        format!("unix://{}", self.path("docker.sock").display())
+        docker_host(self.dir())
     }
 
     /// `docker ARGS…` against the sandbox's engine, run inside the namespaces.
@@ -197,25 +201,13 @@ impl Sandbox {
     /// The arguments of the sandbox's `dockerd`: state under `<dir>/docker/`, socket at
     /// [`Sandbox::docker_host`]. The data root can be moved (slim-docker-image wipes it).
     pub fn dockerd_args(&self) -> Vec<String> {
-        let d = self.path("docker");
-        let name = d
-            .parent()
-            .and_then(Path::file_name)
+        let name = self
+            .dir()
+            .file_name()
             .and_then(OsStr::to_str)
             .unwrap_or("sandbox")
             .to_string();
-        vec![
-            format!("--data-root={}", self.engine_data_root().display()),
-            format!("--exec-root={}", d.join("exec").display()),
-            format!("--pidfile={}", self.engine_pidfile().display()),
-            format!("--host={}", self.docker_host()),
-            "--bridge=none".into(),
-            "--iptables=false".into(),
-            "--ip-masq=false".into(),
-            "--host-gateway-ip=127.0.0.1".into(),
-            format!("--containerd-namespace={name}"),
-            format!("--containerd-plugins-namespace={name}-plugins"),
-        ]
+        dockerd_args(&self.path("docker"), &self.docker_host(), &name)
     }
 
     /// Where the sandbox's engine keeps images, containers and volumes.
@@ -327,6 +319,30 @@ impl Drop for Sandbox {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
     }
+}
+
+/// `DOCKER_HOST` for an engine whose socket is `<dir>/docker.sock`.
+pub fn docker_host(dir: &Path) -> String {
+    format!("unix://{}", dir.join("docker.sock").display())
+}
+
+/// The arguments of a throwaway `dockerd` that keeps its state under `state` (data root, exec
+/// root, pid file), listens on `host` only, and uses containerd namespaces named after
+/// `namespace`. No bridge and no iptables: started in a private network namespace, containers
+/// use the host network, which is that namespace's own loopback.
+pub fn dockerd_args(state: &Path, host: &str, namespace: &str) -> Vec<String> {
+    vec![
+        format!("--data-root={}", state.join("data").display()),
+        format!("--exec-root={}", state.join("exec").display()),
+        format!("--pidfile={}", state.join("dockerd.pid").display()),
+        format!("--host={host}"),
+        "--bridge=none".into(),
+        "--iptables=false".into(),
+        "--ip-masq=false".into(),
+        "--host-gateway-ip=127.0.0.1".into(),
+        format!("--containerd-namespace={namespace}"),
+        format!("--containerd-plugins-namespace={namespace}-plugins"),
+    ]
 }
 
 /// A loop device attached to an image file; detached on drop.

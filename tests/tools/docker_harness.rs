@@ -1,5 +1,5 @@
 //! The docker harness (`common::docker`) and the project's docker wrapper (`shared::docker`),
-//! which the docker tools build on, against the real engine.
+//! which the docker tools build on, against the suite's own engine.
 
 use shared::docker::Docker;
 
@@ -22,14 +22,14 @@ fn image_has_busybox_files_with_modes_and_container_is_removed_on_drop() {
         assert_eq!(out.stdout, b"hi there\n");
 
         // The shared wrapper sees it, by exact name only.
-        let docker = Docker::default();
+        let docker = Docker::new(client());
         assert!(docker.container_exists(&container.name).unwrap());
         // docker's name filter matches substrings; the wrapper must not.
         let part = container.name.strip_prefix("hexclave-").unwrap();
         assert!(!docker.container_exists(part).unwrap());
         container.name.clone()
     };
-    let docker = Docker::default();
+    let docker = Docker::new(client());
     assert!(!docker.container_exists(&name).unwrap(), "removed on drop");
     // Removing a container that does not exist is not an error.
     docker.remove_container(&name).unwrap();
@@ -42,7 +42,7 @@ fn wrapper_removes_a_running_container() {
         .line(r#"CMD ["sleep", "86400"]"#)
         .build();
     let container = Container::run("harness", &image, &[], &[]);
-    let docker = Docker::default();
+    let docker = Docker::new(client());
     docker.remove_container(&container.name).unwrap();
     assert!(!docker.container_exists(&container.name).unwrap());
     let err = docker
@@ -51,7 +51,8 @@ fn wrapper_removes_a_running_container() {
         .unwrap_err();
     assert!(
         err.to_string().starts_with(&format!(
-            "running `docker exec {} true`: exit status 1: ",
+            "running `{} exec {} true`: exit status 1: ",
+            client().display(),
             container.name
         )),
         "{err}"

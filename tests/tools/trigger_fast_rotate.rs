@@ -322,46 +322,54 @@ fn env_lines(dump: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Regular files under `roots` (not crossing into other filesystems, not following links) that
-/// contain any of `needles`.
-fn files_containing(roots: &[&Path], needles: &[&str]) -> Vec<PathBuf> {
+/// Where a secret could have been written: every regular file under `trees` (not crossing into
+/// other filesystems, not following links), and the regular files directly in `dirs` changed
+/// since `since` (the shared `/tmp` and `/run` are not ours to read whole). Returns those holding
+/// any of `needles`.
+fn files_containing(
+    trees: &[&Path],
+    dirs: &[&Path],
+    since: std::time::SystemTime,
+    needles: &[&str],
+) -> Vec<PathBuf> {
     use std::os::unix::fs::MetadataExt;
-    let mut found = Vec::new();
-    for root in roots {
+    let mut candidates = Vec::new();
+    for root in trees {
         let Ok(meta) = std::fs::symlink_metadata(root) else {
             continue;
         };
         let device = meta.dev();
         let mut pending = vec![root.to_path_buf()];
         while let Some(dir) = pending.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();
-                let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                if meta.dev() != device {
-                    continue;
-                }
-                if meta.is_dir() {
-                    pending.push(path);
-                } else if meta.is_file() && meta.len() <= 64 << 20 {
-                    let Ok(data) = std::fs::read(&path) else {
-                        continue;
-                    };
-                    if needles
-                        .iter()
-                        .any(|n| memchr::memmem::find(&data, n.as_bytes()).is_some())
-                    {
-                        found.push(path);
-                    }
+                match std::fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.dev() == device && meta.is_dir() => pending.push(path),
+                    Ok(meta) if meta.dev() == device && meta.is_file() => candidates.push(path),
+                    _ => {}
                 }
             }
         }
     }
-    found
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let changed = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|modified| modified >= since);
+            if changed && entry.file_type().is_ok_and(|t| t.is_file()) {
+                candidates.push(entry.path());
+            }
+        }
+    }
+    candidates.retain(|path| {
+        std::fs::read(path).is_ok_and(|data| {
+            needles
+                .iter()
+                .any(|n| memchr::memmem::find(&data, n.as_bytes()).is_some())
+        })
+    });
+    candidates
 }
 
 #[test]
@@ -393,12 +401,16 @@ fn rotates_secrets_in_a_real_container() {
         lines
     };
 
+    let started = std::time::SystemTime::now();
     let work = scratch();
+    let tmpdir = scratch();
     let rotate = |input: &str| {
         tool(TOOL)
             .args(["--container", &stack.name])
             .current_dir(work.path())
+            .env("TMPDIR", tmpdir.path())
             .env("HEXCLAVE_TEST_NOT_FOR_THE_CONTAINER", "leaked")
+            .env("DOCKER_HOST", docker::host())
             .stdin(input)
             .run()
     };
@@ -437,15 +449,16 @@ fn rotates_secrets_in_a_real_container() {
     assert!(!Path::new(&pwned).exists());
     assert!(!stack.exec(&["test", "-e", &pwned]).status.success());
 
-    // No secret on disk: not in /tmp, /run (where the original wrote them), our working
-    // directory or the tool's.
+    // No secret on disk: not in the tool's working directory or TMPDIR, nor directly in /tmp or
+    // /run and /var/run (where the original wrote them).
     let mut needles: Vec<&str> = Vec::new();
     for secrets in [&first, &second, &third] {
         needles.extend(secrets.values().iter().map(String::as_str));
     }
-    let cwd = std::env::current_dir().unwrap();
     let leaks = files_containing(
-        &[Path::new("/tmp"), Path::new("/run"), work.path(), &cwd],
+        &[work.path(), tmpdir.path()],
+        &[Path::new("/tmp"), Path::new("/run"), Path::new("/var/run")],
+        started,
         &needles,
     );
     assert!(leaks.is_empty(), "files holding a secret: {leaks:?}");

