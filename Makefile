@@ -17,7 +17,7 @@ TEMPLATE := cloud-init/user-data.template
 # cargo names the output folder of the dev profile `debug`; every other profile keeps its name.
 PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all build targets user-data test prereqs lint bench size install clean
+.PHONY: all build toolchain targets user-data test prereqs lint bench size install clean
 
 all: build
 
@@ -31,7 +31,7 @@ build: targets
 	@$(MAKE) --no-print-directory user-data
 
 # target/cloud-init/<arch>/user-data from the template and that target's multicall binary.
-user-data:
+user-data: toolchain
 	$(CARGO) build $(CARGO_FLAGS) -q -p $(GENERATOR)
 	@for t in $(TARGETS); do \
 	    target/debug/$(GENERATOR) --template $(TEMPLATE) \
@@ -39,8 +39,21 @@ user-data:
 	        --output target/cloud-init/$${t%%-*}/user-data || exit 1; \
 	done
 
+# What the build needs before cargo can run: Rust through rustup (the version in
+# rust-toolchain.toml) and a C compiler (libdeflate and the linker driver). Says what is missing
+# and how to get it, instead of a shell's "not found".
+toolchain:
+	@command -v rustup >/dev/null 2>&1 && command -v $(CARGO) >/dev/null 2>&1 || { \
+	    echo "make: Rust is not installed (rustup and cargo were not found on PATH)." >&2; \
+	    echo "      Install it with rustup (https://rustup.rs), then open a new shell;" >&2; \
+	    echo "      rust-toolchain.toml names the version this project is tested with." >&2; \
+	    exit 1; }
+	@command -v cc >/dev/null 2>&1 || { \
+	    echo "make: no C compiler (cc) found: install one (on Debian: apt-get install gcc)." >&2; \
+	    exit 1; }
+
 # The Rust targets, added through rustup when missing.
-targets:
+targets: toolchain
 	@installed="$$(rustup target list --installed)" || exit 1; \
 	for t in $(TARGETS); do \
 	    echo "$$installed" | grep -qx "$$t" || rustup target add "$$t" || exit 1; \
@@ -60,7 +73,7 @@ test: prereqs targets
 prereqs:
 	@sh tests/prereqs.sh
 
-lint:
+lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
 

@@ -510,12 +510,8 @@ fn failure_power_off_is_two_stage_and_outlives_the_tool() {
     let mut rig = Rig::new();
     rig.delays = ("1", "2");
     rig.make("install-emulator-containers", "exit 3");
-    let started = Instant::now();
     rig.cmd().run().code_is(3);
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "exit does not wait for power-off"
-    );
+    // Exit does not wait for power-off: its first stage comes 1 s later.
     assert!(rig.calls_of("shutdown").is_empty(), "not before its delay");
     rig.wait_for_calls("poweroff", 1);
     let calls: Vec<String> = rig
