@@ -1,34 +1,28 @@
-//! The logic behind every emulator tool.
+//! What several emulator tools use: the infrastructure under every tool, in layers.
 //!
-//! Each tool crate under `bins/` is a thin front end: it declares its arguments with clap, calls
-//! into this crate and lets [`cli::run`] turn the outcome into an exit status. Everything a tool
-//! actually does lives here, one module per concern, so that the tools share one log writer, one
-//! env-file parser, one mount-table reader and one way of naming environment knobs.
+//! Each tool's own logic lives in its crate under `bins/`; this crate holds only what more than
+//! one tool needs, grouped in layers. A module may use the layers below its own and nothing
+//! above or beside it, so that each layer can be read, tested and changed knowing only what is
+//! under it (`tests/layers.rs` fails on an arrow that points the wrong way):
+//!
+//! | layer | modules | what it is |
+//! |---|---|---|
+//! | 5 | [`cli`] | running a tool: parsing, the one error report, exit codes, argument values |
+//! | 4 | [`wait`] | the wait engine: targets probed concurrently under one deadline |
+//! | 3 | [`log`], [`docker`], [`emulator`] | the provision log; the docker client; the emulator's files (env files, keys, volumes, defaults) |
+//! | 2 | [`process`] | the one way to start a program |
+//! | 1 | [`os`] | atomic files, mounts, block devices, signals |
+//! | 0 | [`error`], [`knob`], [`duration`] | the error type; `STACK_*`/`HEXCLAVE_*` names; durations as text |
+//!
+//! No module here is named after a tool or knows one: a tool's name comes in as a value.
 
-pub mod args;
-pub mod atomic;
-pub mod blockdev;
 pub mod cli;
-pub mod diagnostics;
 pub mod docker;
-pub mod envfile;
+pub mod duration;
+pub mod emulator;
 pub mod error;
-pub mod hostfs;
-pub mod install;
-pub mod interrupt;
-pub mod keystore;
 pub mod knob;
-pub mod migrations;
-pub mod mounts;
-pub mod progress;
-pub mod provision;
-pub mod provision_log;
-pub mod rotate;
-pub mod signal;
-pub mod slim;
-pub mod stack_container;
-pub mod stack_env;
-pub mod storage_rebuild;
-pub mod tail;
+pub mod log;
+pub mod os;
+pub mod process;
 pub mod wait;
-pub mod zero_fill;

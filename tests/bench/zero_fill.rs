@@ -4,7 +4,7 @@
 //! machine's own: a 512 MiB tmpfs (memory bandwidth: the cost of the writes themselves) and a
 //! 256 MiB ext4 on a loop device (a real filesystem's allocation path). Ours runs in a helper
 //! process — this benchmark binary re-executed inside the sandbox with `--zero-fill-helper` —
-//! calling `shared::zero_fill::fill` (fsync, remove, syncfs), with its default 1 MiB writes and
+//! calling `slim_docker_image::zero_fill::fill` (fsync, remove, syncfs), with its default 1 MiB writes and
 //! with 4 MiB writes; dd runs as `dd if=/dev/zero of=FILE bs=1M conv=fsync` followed by `rm`.
 //! Rounds alternate to spread the machine's noise; the figure is the median round of each. The
 //! loop device's figures swing by ±20% between runs (its writes land in the host's page cache).
@@ -27,7 +27,7 @@ pub fn helper(args: &[String]) {
     };
     let block: usize = block.parse().expect("block size in bytes");
     let start = Instant::now();
-    let filled = shared::zero_fill::fill(
+    let filled = slim_docker_image::zero_fill::fill(
         Path::new(file),
         block,
         Duration::from_secs(3600),
@@ -114,7 +114,7 @@ pub fn versus_dd() {
         let mut filled = 0;
         for _ in 0..ROUNDS {
             let t = dd();
-            let (bytes, took) = ours(shared::zero_fill::DEFAULT_BLOCK_SIZE);
+            let (bytes, took) = ours(slim_docker_image::zero_fill::DEFAULT_BLOCK_SIZE);
             let (bytes_4m, took_4m) = ours(4 << 20);
             filled = bytes;
             // dd fills the same free space, to within a block.

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use shared::mounts::{self, Mount};
+use shared::os::mounts::{self, Mount};
 
 use crate::common::sandbox::Sandbox;
 use crate::common::*;

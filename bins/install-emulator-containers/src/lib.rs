@@ -1,16 +1,19 @@
 //! `install-emulator-containers`: the emulator's docker image from the STACKBUNDLE disk.
 
+pub mod install;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::install::Options;
 use clap::{CommandFactory, Parser};
-use shared::args;
-use shared::blockdev::{self, Disk, Lookup};
+use shared::cli::args;
+use shared::cli::args::Checked;
 use shared::docker::{DEFAULT_PROGRAM, Docker};
-use shared::install::{self, Options};
-use shared::wait::spec::{Checked, duration};
+use shared::duration::parse as duration;
+use shared::os::blockdev::{self, Disk, Lookup};
 
 const TOOL: &str = install::TOOL;
 

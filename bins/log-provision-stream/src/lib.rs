@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use shared::provision_log::{MAX_LINE, ProvisionLog};
+use shared::log::{MAX_LINE, ProvisionLog};
 
 const TOOL: &str = "log-provision-stream";
 

@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use shared::provision_log::ProvisionLog;
+use shared::log::ProvisionLog;
 
 const TOOL: &str = "log-provision";
 

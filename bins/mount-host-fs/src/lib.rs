@@ -1,11 +1,13 @@
 //! `mount-host-fs [--post-resume]`: the host's folder at `/host`, shared, with 9p on top.
 
+pub mod hostfs;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::hostfs::{DEFAULT_FS_TYPE, DEFAULT_MOUNT_POINT, DEFAULT_OPTIONS, DEFAULT_TAG, HostFs};
 use clap::{CommandFactory, Parser};
-use shared::hostfs::{DEFAULT_FS_TYPE, DEFAULT_MOUNT_POINT, DEFAULT_OPTIONS, DEFAULT_TAG, HostFs};
 
 const TOOL: &str = "mount-host-fs";
 

@@ -1,13 +1,20 @@
 //! `provision-build`: the emulator image's build pipeline, run once by cloud-init.
 
+pub mod console;
+pub mod failure;
+pub mod poweroff;
+pub mod provision;
+pub mod runner;
+pub mod steps;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::provision::{Config, parse_seconds};
 use clap::{CommandFactory, Parser};
-use shared::args::{self, Words};
-use shared::provision::{self, Config, parse_seconds, steps};
+use shared::cli::args::{self, Words};
 
 const TOOL: &str = provision::TOOL;
 

@@ -1,13 +1,15 @@
 //! `render-stack-env`: write the stack container's env file from the STACKCFG disk.
 
+pub mod render;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::render::{Options, Output};
 use clap::{CommandFactory, Parser};
-use shared::blockdev::{self, Disk, Lookup};
-use shared::stack_env::{self, Options, Output};
-use shared::{envfile, keystore};
+use shared::emulator::{envfile, keystore};
+use shared::os::blockdev::{self, Disk, Lookup};
 
 const TOOL: &str = "render-stack-env";
 
@@ -50,14 +52,14 @@ pub struct Args {
     pub device: Option<PathBuf>,
 
     /// The filesystem label of the configuration disk.
-    #[arg(long, value_name = "LABEL", default_value = stack_env::DEFAULT_LABEL)]
+    #[arg(long, value_name = "LABEL", default_value = render::DEFAULT_LABEL)]
     pub label: String,
 
     #[command(flatten)]
     pub lookup: Lookup,
 
     /// Where the disk is mounted (created when missing).
-    #[arg(long, value_name = "DIR", default_value = stack_env::DEFAULT_MOUNT_POINT)]
+    #[arg(long, value_name = "DIR", default_value = render::DEFAULT_MOUNT_POINT)]
     pub mount_point: PathBuf,
 
     /// Mount nothing; read the env files where they are.
@@ -77,11 +79,11 @@ pub struct Args {
     pub key_dir: PathBuf,
 
     /// The build env file that may select snapshot-build mode.
-    #[arg(long, value_name = "FILE", default_value = stack_env::DEFAULT_BUILD_ENV)]
+    #[arg(long, value_name = "FILE", default_value = render::DEFAULT_BUILD_ENV)]
     pub build_env: PathBuf,
 
     /// The env file to write; - prints it instead and changes nothing.
-    #[arg(long, value_name = "FILE", default_value = stack_env::DEFAULT_OUTPUT)]
+    #[arg(long, value_name = "FILE", default_value = render::DEFAULT_OUTPUT)]
     pub output: PathBuf,
 }
 
@@ -115,7 +117,7 @@ pub fn command() -> clap::Command {
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     shared::cli::run(TOOL, args, |args: Args| {
-        let report = stack_env::run(&args.options(), &mut std::io::stdout().lock())?;
+        let report = render::run(&args.options(), &mut std::io::stdout().lock())?;
         for path in report.unsaved_keys {
             eprintln!(
                 "{TOOL}: note: {} is missing or empty; printed a one-off key that was not saved",

@@ -1,18 +1,21 @@
 //! `run-build-migrations`: migrate and seed the databases in a deps-only container.
 
+pub mod migrations;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::migrations::Config;
 use clap::{CommandFactory, Parser};
-use shared::args;
+use shared::cli::args;
+use shared::cli::args::Checked;
 use shared::error::Error;
-use shared::interrupt::Interrupt;
-use shared::migrations::{self, Config};
-use shared::wait::deps::{self, Ports};
-use shared::wait::spec::{self, Checked};
+use shared::os::interrupt::Interrupt;
+use shared::wait::spec;
 use shared::wait::{Host, Options, Target};
+use wait_for_deps::deps::{self, Ports};
 
 const TOOL: &str = migrations::TOOL;
 
@@ -69,11 +72,11 @@ pub struct Args {
     pub container: String,
 
     /// The build env file passed to the migrations (docker exec --env-file).
-    #[arg(long, value_name = "FILE", default_value = migrations::DEFAULT_BUILD_ENV)]
+    #[arg(long, value_name = "FILE", default_value = shared::emulator::BUILD_ENV)]
     pub build_env: PathBuf,
 
     /// The computed env file passed after it.
-    #[arg(long, value_name = "FILE", default_value = migrations::DEFAULT_COMPUTED_ENV)]
+    #[arg(long, value_name = "FILE", default_value = shared::emulator::COMPUTED_ENV)]
     pub computed_env: PathBuf,
 
     /// The file init-services.sh creates in the container when it is done.
@@ -81,12 +84,12 @@ pub struct Args {
     pub init_marker: String,
 
     /// How long to wait for the init-services marker.
-    #[arg(long, value_name = "DURATION", default_value = "120", value_parser = Checked(spec::duration))]
+    #[arg(long, value_name = "DURATION", default_value = "120", value_parser = Checked(shared::duration::parse))]
     pub init_timeout: Duration,
 
     /// How long to wait for the deps (wait-for-deps' STACK_DEPS_TIMEOUT).
     #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = "1500",
-          value_parser = Checked(spec::duration))]
+          value_parser = Checked(shared::duration::parse))]
     pub deps_timeout: Duration,
 
     /// Replace the deps service NAME by SPEC, or add one (repeatable; as wait-for-deps).
@@ -94,7 +97,7 @@ pub struct Args {
     pub targets: Vec<Target>,
 
     /// How long `docker stop` gives the container to exit before killing it.
-    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(spec::duration))]
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(shared::duration::parse))]
     pub stop_timeout: Duration,
 
     /// The docker client program.

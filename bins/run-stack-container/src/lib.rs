@@ -1,18 +1,20 @@
 //! `run-stack-container`: the emulator's container in the foreground, for stack.service.
 
+pub mod container;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::container::Options;
 use clap::{CommandFactory, Parser};
-use shared::blockdev::{self, Disk, Lookup};
+use mount_host_fs::hostfs::{self, HostFs};
+use render_stack_env::render::{self, Output};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
-use shared::hostfs::{self, HostFs};
-use shared::stack_container::{self, Options};
-use shared::stack_env::{self, Output};
-use shared::{envfile, keystore};
+use shared::emulator::{envfile, keystore};
+use shared::os::blockdev::{self, Disk, Lookup};
 
-const TOOL: &str = stack_container::TOOL;
+const TOOL: &str = container::TOOL;
 
 const LONG_ABOUT: &str = "\
 Run the emulator's container in the foreground (stack.service's ExecStart).
@@ -79,14 +81,14 @@ pub struct Args {
     pub cfg_device: Option<PathBuf>,
 
     /// The filesystem label of the configuration disk.
-    #[arg(long, value_name = "LABEL", default_value = stack_env::DEFAULT_LABEL)]
+    #[arg(long, value_name = "LABEL", default_value = render::DEFAULT_LABEL)]
     pub cfg_label: String,
 
     #[command(flatten)]
     pub lookup: Lookup,
 
     /// Where the configuration disk is mounted.
-    #[arg(long, value_name = "DIR", default_value = stack_env::DEFAULT_MOUNT_POINT)]
+    #[arg(long, value_name = "DIR", default_value = render::DEFAULT_MOUNT_POINT)]
     pub cfg_mount_point: PathBuf,
 
     /// Do not mount the configuration disk; read the env files where they are.
@@ -106,11 +108,11 @@ pub struct Args {
     pub key_dir: PathBuf,
 
     /// The build env file that may select snapshot-build mode.
-    #[arg(long, value_name = "FILE", default_value = stack_env::DEFAULT_BUILD_ENV)]
+    #[arg(long, value_name = "FILE", default_value = render::DEFAULT_BUILD_ENV)]
     pub build_env: PathBuf,
 
     /// The env file rendered and given to docker run --env-file.
-    #[arg(long, value_name = "FILE", default_value = stack_env::DEFAULT_OUTPUT)]
+    #[arg(long, value_name = "FILE", default_value = render::DEFAULT_OUTPUT)]
     pub env_file: PathBuf,
 
     /// The docker client program.
@@ -118,11 +120,11 @@ pub struct Args {
     pub docker: OsString,
 
     /// The container's name.
-    #[arg(long, value_name = "NAME", default_value = stack_container::DEFAULT_CONTAINER)]
+    #[arg(long, value_name = "NAME", default_value = container::DEFAULT_CONTAINER)]
     pub name: String,
 
     /// The image to run.
-    #[arg(long, value_name = "IMAGE", default_value = stack_container::DEFAULT_IMAGE)]
+    #[arg(long, value_name = "IMAGE", default_value = container::DEFAULT_IMAGE)]
     pub image: String,
 }
 
@@ -136,7 +138,7 @@ impl Args {
                 options: self.host_options,
             },
             mount_host: !self.no_host_mount,
-            env: stack_env::Options {
+            env: render::Options {
                 disk: Disk {
                     device: self.cfg_device,
                     label: self.cfg_label,
@@ -163,7 +165,5 @@ pub fn command() -> clap::Command {
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run(TOOL, args, |args: Args| {
-        stack_container::run(&args.options())
-    })
+    shared::cli::run(TOOL, args, |args: Args| container::run(&args.options()))
 }

@@ -1,20 +1,24 @@
 //! `slim-docker-image`: build, smoke-test and flatten the slim image; rebuild docker's storage
 //! around it; zero-fill the free space.
 
+pub mod rebuild;
+pub mod slim;
+pub mod zero_fill;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::rebuild::{EngineCommands, Paths, Step};
+use crate::slim::Config;
 use clap::{CommandFactory, Parser};
-use shared::args::{self, Words};
+use shared::cli::args::Checked;
+use shared::cli::args::{self, Words};
 use shared::docker::Docker;
 use shared::error::Error;
-use shared::interrupt::Interrupt;
-use shared::slim::{self, Config};
-use shared::storage_rebuild::{self as rebuild, EngineCommands, Paths, Step};
-use shared::wait::spec::{self, Checked};
-use shared::zero_fill;
+use shared::os::interrupt::Interrupt;
+use shared::wait::spec;
 
 const TOOL: &str = slim::TOOL;
 
@@ -98,11 +102,11 @@ pub struct Args {
     pub final_image: String,
 
     /// The build env file given to the smoke test.
-    #[arg(long, value_name = "FILE", default_value = shared::migrations::DEFAULT_BUILD_ENV)]
+    #[arg(long, value_name = "FILE", default_value = shared::emulator::BUILD_ENV)]
     pub build_env: PathBuf,
 
     /// The computed env file given after it.
-    #[arg(long, value_name = "FILE", default_value = shared::migrations::DEFAULT_COMPUTED_ENV)]
+    #[arg(long, value_name = "FILE", default_value = shared::emulator::COMPUTED_ENV)]
     pub computed_env: PathBuf,
 
     /// The file saying STACK_EMULATOR_BUILD_ARCH (missing: not arm64).
@@ -118,7 +122,7 @@ pub struct Args {
     pub smoke_port: u16,
 
     /// How long the backend may take to answer 200.
-    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = Checked(spec::duration))]
+    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = Checked(shared::duration::parse))]
     pub smoke_timeout: Duration,
 
     /// The flatten container's name.
@@ -166,7 +170,7 @@ pub struct Args {
     pub start_docker_command: Words,
 
     /// How long a started engine may take to answer `docker info`.
-    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = Checked(spec::duration))]
+    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = Checked(shared::duration::parse))]
     pub engine_timeout: Duration,
 
     /// The file the zero-fill writes (and removes).
@@ -186,7 +190,7 @@ pub struct Args {
     pub progress_interval: Duration,
 
     /// How long `docker stop` gives a container before killing it.
-    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(spec::duration))]
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(shared::duration::parse))]
     pub stop_timeout: Duration,
 
     /// The docker client program.

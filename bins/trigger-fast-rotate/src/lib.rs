@@ -1,11 +1,13 @@
 //! `trigger-fast-rotate`: fresh secrets from stdin to `rotate-secrets` in the stack container.
 
+pub mod rotate;
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+use crate::rotate::DEFAULT_CONTAINER;
 use clap::{CommandFactory, Parser};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
-use shared::rotate::{self, DEFAULT_CONTAINER};
 
 const TOOL: &str = "trigger-fast-rotate";
 

@@ -1,15 +1,18 @@
 //! `wait-for-deps`: wait for the deps container's services, or dump diagnostics and fail.
 
+pub mod deps;
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::deps::{Config, Ports};
 use clap::{CommandFactory, Parser};
-use shared::args;
+use shared::cli::args;
+use shared::cli::args::Checked;
 use shared::error::Error;
-use shared::signal;
-use shared::wait::deps::{self, Config, Ports};
-use shared::wait::spec::{self, Checked};
+use shared::os::signal;
+use shared::wait::spec;
 use shared::wait::{Host, Target};
 
 const TOOL: &str = deps::TOOL;
@@ -58,7 +61,7 @@ Environment:
 pub struct Args {
     /// Give up after this long.
     #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = "1500",
-          allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+          allow_negative_numbers = true, value_parser = Checked(shared::duration::parse))]
     pub timeout: Duration,
 
     /// The container whose last 300 log lines the diagnostics show.
@@ -95,7 +98,7 @@ pub struct Args {
     pub targets: Vec<Target>,
 
     #[command(flatten)]
-    pub polling: spec::Polling,
+    pub polling: args::Polling,
 
     /// The longest one attempt may take.
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]

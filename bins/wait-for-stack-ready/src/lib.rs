@@ -1,19 +1,22 @@
 //! `wait-for-stack-ready`: wait until the stack's backend and dashboard answer 200, or dump
 //! diagnostics and fail.
 
+pub mod ready;
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::ready::Config;
 use clap::{CommandFactory, Parser};
-use shared::args;
+use shared::cli::args;
+use shared::cli::args::Checked;
 use shared::error::Error;
-use shared::signal;
-use shared::wait::spec::{self, Checked};
-use shared::wait::stack_ready::{self, Config};
+use shared::os::signal;
+use shared::wait::spec;
 use shared::wait::{Host, Target};
 
-const TOOL: &str = stack_ready::TOOL;
+const TOOL: &str = ready::TOOL;
 
 /// Wait until the stack container's backend (`http://HOST:8102/health?db=1`) and dashboard
 /// (`http://HOST:8101/handler/sign-in`) both answer exactly 200, probing both at once.
@@ -58,7 +61,7 @@ Environment:
 pub struct Args {
     /// Give up after this long.
     #[arg(long, value_name = "DURATION", env = "STACK_READY_TIMEOUT", default_value = "600",
-          allow_negative_numbers = true, value_parser = Checked(spec::duration))]
+          allow_negative_numbers = true, value_parser = Checked(shared::duration::parse))]
     pub timeout: Duration,
 
     /// The backend's port.
@@ -80,19 +83,19 @@ pub struct Args {
     pub targets: Vec<Target>,
 
     #[command(flatten)]
-    pub polling: spec::Polling,
+    pub polling: args::Polling,
 
     /// The longest one attempt may take (the original's curl --max-time 3).
     #[arg(long, value_name = "DURATION", default_value = "3s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub attempt_timeout: Duration,
 
     /// The container whose last 200 log lines the diagnostics show.
-    #[arg(long, value_name = "NAME", default_value = stack_ready::DEFAULT_CONTAINER,
+    #[arg(long, value_name = "NAME", default_value = ready::DEFAULT_CONTAINER,
           value_parser = Checked(args::name))]
     pub container: String,
 
     /// The systemd unit whose status and journal the diagnostics show.
-    #[arg(long, value_name = "UNIT", default_value = stack_ready::DEFAULT_SERVICE,
+    #[arg(long, value_name = "UNIT", default_value = ready::DEFAULT_SERVICE,
           value_parser = Checked(args::name))]
     pub service: String,
 
@@ -115,8 +118,7 @@ pub struct Args {
 
 impl Args {
     fn config(self) -> Result<Config, Error> {
-        let defaults =
-            stack_ready::default_targets(&self.host, self.backend_port, self.dashboard_port);
+        let defaults = ready::default_targets(&self.host, self.backend_port, self.dashboard_port);
         let targets = spec::merge(defaults, self.targets).map_err(|why| Error::usage(why, ""))?;
         let options = self.polling.options(self.timeout, self.attempt_timeout);
         Ok(Config {
@@ -139,6 +141,6 @@ pub fn command() -> clap::Command {
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     shared::cli::run_logged(TOOL, args, |args: Args, log| {
         signal::take_over()?;
-        Ok(stack_ready::run(&args.config()?, log))
+        Ok(ready::run(&args.config()?, log))
     })
 }

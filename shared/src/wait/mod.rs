@@ -14,11 +14,8 @@
 //! A stop signal (SIGTERM, SIGINT, SIGHUP) ends a wait promptly when the tool called
 //! [`signal::take_over`].
 
-pub(crate) mod child;
-pub mod deps;
 pub mod probe;
 pub mod spec;
-pub mod stack_ready;
 
 use std::fmt;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -27,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::signal;
+use crate::os::signal;
 
 pub use probe::{Answer, Attempt, Endpoint, Host, Probe, StatusRule};
 
@@ -186,26 +183,6 @@ impl Report {
     }
 }
 
-/// A duration the way the log lines print a setting: `1500s`, `2.5s`, `0.25s`.
-pub fn seconds(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        let text = format!("{}.{:03}", ms / 1000, ms % 1000);
-        format!("{}s", text.trim_end_matches('0'))
-    }
-}
-
-/// A budget in an error message, to a tenth of a second: an attempt cut to the time left gets
-/// 2.9996 s, and `no answer within 3s` is what the reader needs.
-pub(crate) fn about_seconds(d: Duration) -> String {
-    let tenths = (d.as_millis() + 50) / 100;
-    seconds(Duration::from_millis(
-        u64::try_from(tenths * 100).unwrap_or(u64::MAX),
-    ))
-}
-
 enum Message {
     Attempt {
         index: usize,
@@ -300,7 +277,7 @@ pub fn run(targets: &[Target], options: &Options, on_event: impl FnMut(Event<'_>
     let deadline = start + options.timeout;
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(Stop::default());
-    let children = Arc::new(child::Registry::default());
+    let children = Arc::new(crate::process::Registry::default());
     let _subscription = {
         let tx = Mutex::new(tx.clone());
         signal::subscribe(move |sig| {
@@ -442,7 +419,7 @@ struct Worker {
     deadline: Instant,
     tx: mpsc::Sender<Message>,
     stop: Arc<Stop>,
-    children: Arc<child::Registry>,
+    children: Arc<crate::process::Registry>,
 }
 
 impl Drop for Worker {
@@ -520,25 +497,18 @@ mod tests {
 
     #[test]
     fn default_texts_match_the_defaults() {
-        assert_eq!(spec::duration(DEFAULT_INTERVAL_TEXT), Ok(DEFAULT_INTERVAL));
         assert_eq!(
-            spec::duration(DEFAULT_MAX_INTERVAL_TEXT),
+            crate::duration::parse(DEFAULT_INTERVAL_TEXT),
+            Ok(DEFAULT_INTERVAL)
+        );
+        assert_eq!(
+            crate::duration::parse(DEFAULT_MAX_INTERVAL_TEXT),
             Ok(DEFAULT_MAX_INTERVAL)
         );
         assert_eq!(
-            spec::duration(DEFAULT_HEARTBEAT_TEXT),
+            crate::duration::parse(DEFAULT_HEARTBEAT_TEXT),
             Ok(DEFAULT_HEARTBEAT)
         );
-    }
-
-    #[test]
-    fn seconds_format() {
-        assert_eq!(seconds(Duration::from_secs(1500)), "1500s");
-        assert_eq!(seconds(Duration::from_millis(2500)), "2.5s");
-        assert_eq!(seconds(Duration::from_millis(250)), "0.25s");
-        assert_eq!(seconds(Duration::ZERO), "0s");
-        assert_eq!(about_seconds(Duration::from_micros(2_999_600)), "3s");
-        assert_eq!(about_seconds(Duration::from_millis(2_440)), "2.4s");
     }
 
     #[test]

@@ -24,8 +24,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::about_seconds as seconds;
-use super::child::{self, Registry};
+use crate::duration::about_seconds as seconds;
+use crate::process::{self, Registry};
 
 /// The bytes of PostgreSQL's SSLRequest: length 8, then the code 80877103.
 pub const SSL_REQUEST: [u8; 8] = [0x00, 0x00, 0x00, 0x08, 0x04, 0xd2, 0x16, 0x2f];
@@ -471,7 +471,7 @@ fn command(argv: &[OsString], budget: Duration, children: &Registry) -> Answer {
     let program = argv.first().cloned().unwrap_or_default();
     let (mut child, mut output) = match children.spawn(argv) {
         Ok(spawned) => spawned,
-        Err(err) => return Answer::Failed(child::describe_spawn_error(&program, &err)),
+        Err(err) => return Answer::Failed(process::describe_spawn_error(&program, &err)),
     };
     let pid = child.id();
     // The output is read on the side (a chatty command must not block on a full pipe), and
@@ -526,7 +526,7 @@ fn command(argv: &[OsString], budget: Duration, children: &Registry) -> Answer {
             )),
             Ok(status) => Answer::Exited {
                 success: status.success(),
-                how: child::describe_status(status),
+                how: process::describe_status(status),
                 output,
             },
             Err(err) => Answer::Failed(format!("waiting for {}: {err}", program.to_string_lossy())),

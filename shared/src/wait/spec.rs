@@ -17,125 +17,10 @@
 //! written out. Only plain HTTP is spoken: the emulator's services listen on the guest's
 //! loopback.
 
-use std::ffi::OsStr;
 use std::net::IpAddr;
-use std::time::Duration;
-
-use clap::builder::TypedValueParser;
-use clap::error::ErrorKind;
-use clap::parser::ValueSource;
 
 use super::Target;
 use super::probe::{Endpoint, Host, Probe, StatusRule};
-
-/// A clap value parser built from a plain `&str -> Result<T, String>` function. Its error names
-/// the flag, the value and, when the value came from the environment, the variable — so a bad
-/// `STACK_DEPS_TIMEOUT` is reported as such, not as a bad `--timeout` the user never typed. An
-/// empty variable counts as unset (the argument's default applies), as in the originals.
-#[derive(Clone, Copy)]
-pub struct Checked<T>(pub fn(&str) -> Result<T, String>);
-
-impl<T: Clone + Send + Sync + 'static> TypedValueParser for Checked<T> {
-    type Value = T;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<T, clap::Error> {
-        self.parse_ref_(cmd, arg, value, ValueSource::CommandLine)
-    }
-
-    fn parse_ref_(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &OsStr,
-        source: ValueSource,
-    ) -> Result<T, clap::Error> {
-        // Only the call of the parser depends on T: the rest is shared by every instance.
-        let (value, source) = effective(arg, value, source);
-        let parsed = match value.to_str() {
-            Some(text) => (self.0)(text),
-            None => Err("not valid UTF-8".to_string()),
-        };
-        parsed.map_err(|why| invalid(cmd, arg, value, source, &why))
-    }
-}
-
-/// The value to parse: an empty variable counts as unset, as `${STACK_DEPS_TIMEOUT:-1500}` had
-/// it, so the argument's default applies.
-fn effective<'a>(
-    arg: Option<&'a clap::Arg>,
-    value: &'a OsStr,
-    source: ValueSource,
-) -> (&'a OsStr, ValueSource) {
-    if source == ValueSource::EnvVariable && value.is_empty() {
-        if let Some(default) = arg.and_then(|a| a.get_default_values().first()) {
-            return (default, ValueSource::DefaultValue);
-        }
-    }
-    (value, source)
-}
-
-/// The usage error for `value`, rejected because `why`.
-fn invalid(
-    cmd: &clap::Command,
-    arg: Option<&clap::Arg>,
-    value: &OsStr,
-    source: ValueSource,
-    why: &str,
-) -> clap::Error {
-    let text = value.to_string_lossy();
-    let name = arg.map(ToString::to_string).unwrap_or_default();
-    let from = match (source, arg.and_then(clap::Arg::get_env)) {
-        (ValueSource::EnvVariable, Some(var)) => {
-            format!(" (from the environment variable {})", var.to_string_lossy())
-        }
-        _ => String::new(),
-    };
-    clap::Error::raw(
-        ErrorKind::ValueValidation,
-        format!("invalid value '{text}' for '{name}'{from}: {why}\n"),
-    )
-    .with_cmd(cmd)
-}
-
-/// A duration: a number of seconds (`1500`, `2.5`), or a number with a unit `ms`, `s`, `m`
-/// or `h` (`100ms`, `30s`, `25m`).
-pub fn duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    if number.starts_with('-') {
-        return Err("must not be negative".into());
-    }
-    let well_formed = !number.is_empty()
-        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && number.matches('.').count() <= 1
-        && number.chars().any(|c| c.is_ascii_digit());
-    if !well_formed {
-        return Err("expected a number of seconds, e.g. 30, 2.5 or 500ms".into());
-    }
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("unknown unit '{unit}' (use ms, s, m or h)")),
-    };
-    let value: f64 = number
-        .parse::<f64>()
-        .map_err(|_| "expected a number of seconds, e.g. 30, 2.5 or 500ms".to_string())?
-        * scale;
-    // A year is plenty, and keeps every sum of instants far from overflowing.
-    if !(0.0..=365.0 * 86400.0).contains(&value) {
-        return Err("too large (at most a year)".into());
-    }
-    Ok(Duration::from_millis((value * 1000.0).round() as u64))
-}
 
 /// A TCP port, 1–65535.
 pub fn port(text: &str) -> Result<u16, String> {
@@ -329,52 +214,9 @@ pub fn merge(defaults: Vec<Target>, overrides: Vec<Target>) -> Result<Vec<Target
     Ok(targets)
 }
 
-/// The polling flags every wait tool takes: how often to try and how often to report.
-#[derive(clap::Args, Clone, Debug)]
-pub struct Polling {
-    /// The first pause between two attempts at one target.
-    #[arg(long, value_name = "DURATION", default_value = super::DEFAULT_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(duration))]
-    pub interval: Duration,
-
-    /// The longest pause between two attempts at one target.
-    #[arg(long, value_name = "DURATION", default_value = super::DEFAULT_MAX_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(duration))]
-    pub max_interval: Duration,
-
-    /// How often to log what is still not ready (0: never).
-    #[arg(long, value_name = "DURATION", default_value = super::DEFAULT_HEARTBEAT_TEXT, allow_negative_numbers = true, value_parser = Checked(duration))]
-    pub heartbeat: Duration,
-}
-
-impl Polling {
-    /// The wait's options: these intervals, the whole wait's `timeout` and the per-attempt cap.
-    pub fn options(&self, timeout: Duration, attempt_timeout: Duration) -> super::Options {
-        super::Options {
-            timeout,
-            interval: self.interval,
-            max_interval: self.max_interval,
-            heartbeat: Some(self.heartbeat).filter(|h| !h.is_zero()),
-            attempt_timeout,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration("1500"), Ok(Duration::from_secs(1500)));
-        assert_eq!(duration("2.5"), Ok(Duration::from_millis(2500)));
-        assert_eq!(duration("100ms"), Ok(Duration::from_millis(100)));
-        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "-5", "abc", "1.2.3", "5x", ".", "1e3", " 5", "5 "] {
-            assert!(duration(bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(duration("-1").unwrap_err(), "must not be negative");
-    }
 
     #[test]
     fn ports_and_hosts() {

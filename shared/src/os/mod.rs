@@ -1,0 +1,9 @@
+//! Layer 1: the operating system, as the tools use it — files replaced atomically, the mount
+//! table, block devices found by label, and signals (one thread that waits for them, and the
+//! hooks that run on an interrupt).
+
+pub mod atomic;
+pub mod blockdev;
+pub mod interrupt;
+pub mod mounts;
+pub mod signal;
