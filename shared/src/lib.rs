@@ -20,6 +20,7 @@ pub mod keystore;
 pub mod knob;
 pub mod migrations;
 pub mod mounts;
+pub mod names;
 pub mod progress;
 pub mod provision;
 pub mod provision_log;
