@@ -90,8 +90,8 @@ pub fn either(name: &str) -> String {
 /// defined under either name, the pair's value is the last definition under either name, and a
 /// name whose own last definition is missing or different gets it. The result is in the order of
 /// [`RENAMED`], the Hexclave name first; it is empty when nothing renamed is defined.
-pub fn aliases<'a>(
-    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+pub fn aliases<'n, 'v>(
+    entries: impl IntoIterator<Item = (&'n str, &'v str)>,
 ) -> Vec<(&'static str, String)> {
     let entries: Vec<(&str, &str)> = entries.into_iter().collect();
     let last = |found: &dyn Fn(&str) -> bool| {
