@@ -517,7 +517,17 @@ fn aarch64_build_under_qemu_matches_the_x86_64_build() {
                     "1".repeat(64)
                 );
                 assert!(env.lines().any(|l| l == pck), "{env}");
-                assert!(env.ends_with("DASHBOARD_PORT=8101\n"), "{env}");
+                assert!(
+                    env.ends_with(&format!(
+                        "DASHBOARD_PORT=8101\n\
+                         STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY={}\n\
+                         STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY={}\n\
+                         NEXT_PUBLIC_STACK_PORT_PREFIX=81\n",
+                        "1".repeat(64),
+                        "2".repeat(64)
+                    )),
+                    "{env}"
+                );
             }
             Some(&"trigger-fast-rotate") => assert_eq!(x86.0, Some(2)),
             _ => {}
