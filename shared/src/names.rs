@@ -54,6 +54,9 @@ pub const PORT_PREFIX: Renamed = Renamed {
     stack_auth: "NEXT_PUBLIC_STACK_PORT_PREFIX",
 };
 
+/// The internal project's super-secret admin key: the same name in both generations.
+pub const SUPER_SECRET_ADMIN_KEY: &str = "STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY";
+
 /// Every renamed variable, in the order their extra definitions are written.
 pub const RENAMED: [Renamed; 3] = [PUBLISHABLE_CLIENT_KEY, SECRET_SERVER_KEY, PORT_PREFIX];
 

@@ -21,14 +21,14 @@ use std::io::Read;
 
 use crate::docker::{Docker, DockerCommand};
 use crate::error::{Context, Error, Result};
-use crate::names::{self, PUBLISHABLE_CLIENT_KEY, SECRET_SERVER_KEY};
+use crate::names::{self, PUBLISHABLE_CLIENT_KEY, SECRET_SERVER_KEY, SUPER_SECRET_ADMIN_KEY};
 
 /// The four keys, in the order the original passed them to `docker exec`, under the Hexclave
 /// names. A renamed key is also accepted, and passed, under its Stack Auth name.
 pub const KEYS: [&str; 4] = [
     PUBLISHABLE_CLIENT_KEY.hexclave,
     SECRET_SERVER_KEY.hexclave,
-    "STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY",
+    SUPER_SECRET_ADMIN_KEY,
     "CRON_SECRET",
 ];
 

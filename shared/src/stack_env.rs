@@ -29,7 +29,10 @@ use crate::blockdev::{Disk, Mounted};
 use crate::envfile::{self, EnvFile};
 use crate::error::{Context, Error, Result};
 use crate::keystore::{self, KeyStore, Keys};
-use crate::names::{self, PORT_PREFIX as PREFIX_VAR, PUBLISHABLE_CLIENT_KEY, SECRET_SERVER_KEY};
+use crate::names::{
+    self, PORT_PREFIX as PREFIX_VAR, PUBLISHABLE_CLIENT_KEY, SECRET_SERVER_KEY,
+    SUPER_SECRET_ADMIN_KEY,
+};
 
 pub const DEFAULT_LABEL: &str = "STACKCFG";
 pub const DEFAULT_MOUNT_POINT: &str = "/mnt/stack-runtime";
@@ -247,9 +250,6 @@ pub fn computed(ports: &Ports) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The name of the super-secret admin key (not renamed).
-pub const ADMIN_KEY_VAR: &str = "STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY";
-
 /// Everything of the output except the keys, validated: rendering cannot fail after this, so
 /// no key is written for an output that would not be.
 #[derive(Debug, Clone)]
@@ -300,7 +300,7 @@ impl Plan {
         let mut middle: Vec<(&str, &str)> = vec![
             (PUBLISHABLE_CLIENT_KEY.hexclave, &keys.pck),
             (SECRET_SERVER_KEY.hexclave, &keys.ssk),
-            (ADMIN_KEY_VAR, &keys.sak),
+            (SUPER_SECRET_ADMIN_KEY, &keys.sak),
         ];
         if self.snapshot {
             middle.push(("CRON_SECRET", CRON_SECRET_PLACEHOLDER));
