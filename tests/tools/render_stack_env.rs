@@ -3,7 +3,8 @@
 //!
 //! `expected.env` and `expected-snapshot.env` are what the original script wrote for the same
 //! `runtime.env`, `base.env` and keys, less base.env's comments and blank lines (which docker's
-//! `--env-file` skips, so the container saw the same variables).
+//! `--env-file` skips, so the container saw the same variables). The tool writes exactly that,
+//! followed by the Stack Auth names of the renamed variables ([`stack_auth_names`]).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -28,6 +29,31 @@ fn fixture(name: &str) -> PathBuf {
 
 fn read_fixture(name: &str) -> String {
     std::fs::read_to_string(fixture(name)).unwrap()
+}
+
+/// The snapshot build's placeholder keys.
+const PLACEHOLDER_PCK: &str = "00000000000000000000000000000000ffffffffffffffffffffffffffffffff";
+const PLACEHOLDER_SSK: &str = "00000000000000000000000000000000eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+
+/// The lines written after the original's: the variables the product renamed, under their Stack
+/// Auth names (what the released host's image reads), with the values of the Hexclave names.
+fn stack_auth_names(pck: &str, ssk: &str, prefix: &str) -> String {
+    format!(
+        "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY={pck}\n\
+         STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY={ssk}\n\
+         NEXT_PUBLIC_STACK_PORT_PREFIX={prefix}\n"
+    )
+}
+
+/// The whole output for the fixtures and the fixed keys.
+fn expected_env() -> String {
+    read_fixture("expected.env") + &stack_auth_names(PCK, SSK, "81")
+}
+
+/// The whole output for the fixtures in snapshot-build mode.
+fn expected_snapshot_env() -> String {
+    read_fixture("expected-snapshot.env")
+        + &stack_auth_names(PLACEHOLDER_PCK, PLACEHOLDER_SSK, "81")
 }
 
 /// A scratch layout: `cfg/` stands for the mounted disk, `keys/`, `run/` for the output, and a
@@ -151,7 +177,7 @@ fn is_lower_hex_key(text: &str) -> bool {
 fn golden_output_matches_the_original_whole_and_in_order() {
     let setup = Setup::seeded();
     setup.run().success().stdout_is("").stderr_is("");
-    assert_eq!(setup.output_text(), read_fixture("expected.env"));
+    assert_eq!(setup.output_text(), expected_env());
     assert_eq!(mode(&setup.output()), 0o600);
     // The keys were reused as they were.
     for (file, key) in KEY_FILES.iter().zip([PCK, SSK, SAK]) {
@@ -169,7 +195,7 @@ fn rerun_replaces_the_output_atomically_with_mode_0600() {
     std::fs::write(setup.output(), "stale\n").unwrap();
     std::fs::set_permissions(setup.output(), std::fs::Permissions::from_mode(0o644)).unwrap();
     setup.run().success();
-    assert_eq!(setup.output_text(), read_fixture("expected.env"));
+    assert_eq!(setup.output_text(), expected_env());
     assert_eq!(mode(&setup.output()), 0o600);
     setup.assert_no_temp_files();
 }
@@ -184,11 +210,11 @@ fn snapshot_mode_writes_placeholders_and_cron_secret() {
     );
     std::fs::write(setup.build_env(), build_env).unwrap();
     setup.run().success().stderr_is("");
-    assert_eq!(setup.output_text(), read_fixture("expected-snapshot.env"));
+    assert_eq!(setup.output_text(), expected_snapshot_env());
     // Written with printf '%s': no newline.
     let placeholders = [
-        "00000000000000000000000000000000ffffffffffffffffffffffffffffffff",
-        "00000000000000000000000000000000eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+        PLACEHOLDER_PCK,
+        PLACEHOLDER_SSK,
         "00000000000000000000000000000000dddddddddddddddddddddddddddddddd",
     ];
     for (file, placeholder) in KEY_FILES.iter().zip(placeholders) {
@@ -208,11 +234,7 @@ fn snapshot_switch_is_the_last_exact_value_not_a_prefix() {
     ] {
         std::fs::write(setup.build_env(), build_env).unwrap();
         setup.run().success();
-        assert_eq!(
-            setup.output_text(),
-            read_fixture("expected.env"),
-            "{build_env}"
-        );
+        assert_eq!(setup.output_text(), expected_env(), "{build_env}");
     }
     std::fs::write(
         setup.build_env(),
@@ -220,7 +242,7 @@ fn snapshot_switch_is_the_last_exact_value_not_a_prefix() {
     )
     .unwrap();
     setup.run().success();
-    assert_eq!(setup.output_text(), read_fixture("expected-snapshot.env"));
+    assert_eq!(setup.output_text(), expected_snapshot_env());
 }
 
 #[test]
@@ -254,7 +276,7 @@ fn keys_are_generated_once_and_reused() {
         keys.push(key.to_string());
     }
     assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
-    let expected = read_fixture("expected.env")
+    let expected = expected_env()
         .replace(PCK, &keys[0])
         .replace(SSK, &keys[1])
         .replace(SAK, &keys[2]);
@@ -274,10 +296,7 @@ fn empty_key_file_is_regenerated_alone() {
     let ssk = ssk.strip_suffix('\n').unwrap();
     assert!(is_lower_hex_key(ssk) && ssk != SSK);
     assert_eq!(mode(&setup.keys().join("internal-ssk")), 0o600);
-    assert_eq!(
-        setup.output_text(),
-        read_fixture("expected.env").replace(SSK, ssk)
-    );
+    assert_eq!(setup.output_text(), expected_env().replace(SSK, ssk));
     assert_eq!(
         std::fs::read_to_string(setup.keys().join("internal-pck")).unwrap(),
         format!("{PCK}\n")
@@ -458,7 +477,7 @@ fn crlf_and_a_leading_bom_are_accepted() {
     std::fs::write(setup.runtime(), crlf("runtime.env")).unwrap();
     std::fs::write(setup.base(), format!("\u{feff}{}", crlf("base.env"))).unwrap();
     setup.run().success().stderr_is("");
-    assert_eq!(setup.output_text(), read_fixture("expected.env"));
+    assert_eq!(setup.output_text(), expected_env());
 }
 
 #[test]
@@ -569,10 +588,89 @@ fn output_dash_prints_and_changes_nothing() {
         .args(["--output", "-"])
         .run()
         .success()
-        .stdout_is(read_fixture("expected.env"))
+        .stdout_is(expected_env())
         .stderr_is("");
     assert_eq!(setup.state(), before);
     assert!(!setup.output().exists());
+}
+
+/// The last value of every name in a docker env file (docker keeps the last definition).
+fn docker_view(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn output_dash_gives_each_renamed_variable_under_both_names_after_the_originals_lines() {
+    let setup = Setup::seeded();
+    let run = setup.cmd().args(["--output", "-"]).run();
+    run.success().stderr_is("");
+    let text = run.stdout_str();
+    // The original's lines, byte for byte and in order, then the Stack Auth names.
+    let original = read_fixture("expected.env");
+    assert_eq!(
+        text.strip_prefix(original.as_str()),
+        Some(
+            "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY=\
+             c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00\n\
+             STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY=\
+             5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed\n\
+             NEXT_PUBLIC_STACK_PORT_PREFIX=81\n"
+        ),
+        "{text}"
+    );
+    let env = docker_view(&text);
+    for (hexclave, stack_auth, value) in [
+        (
+            "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
+            "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
+            PCK,
+        ),
+        (
+            "STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY",
+            "STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY",
+            SSK,
+        ),
+        (
+            "NEXT_PUBLIC_HEXCLAVE_PORT_PREFIX",
+            "NEXT_PUBLIC_STACK_PORT_PREFIX",
+            "81",
+        ),
+    ] {
+        assert_eq!(env.get(hexclave).map(String::as_str), Some(value));
+        assert_eq!(env.get(stack_auth), env.get(hexclave), "{stack_auth}");
+    }
+    // The snapshot build's file likewise.
+    std::fs::write(setup.build_env(), "STACK_EMULATOR_BUILD_SNAPSHOT=1\n").unwrap();
+    setup
+        .cmd()
+        .args(["--output", "-"])
+        .run()
+        .success()
+        .stdout_is(expected_snapshot_env());
+}
+
+#[test]
+fn inputs_using_the_stack_auth_names_are_read_as_the_same_variables() {
+    let setup = Setup::seeded();
+    // base.env of the released host's generation: its lines stay where they are, and, as for
+    // a name defined twice, the later definition (the key, the computed prefix) wins for both
+    // names.
+    let extra = "NEXT_PUBLIC_STACK_PORT_PREFIX=70\n\
+                 STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY=from-base-env\n";
+    std::fs::write(setup.base(), format!("{}{extra}", read_fixture("base.env"))).unwrap();
+    setup.run().success().stdout_is("").stderr_is("");
+    let expected = expected_env().replacen(
+        "STACK_EMULATOR_PORT_PREFIX=81\n",
+        &format!("{extra}STACK_EMULATOR_PORT_PREFIX=81\n"),
+        1,
+    );
+    assert_eq!(setup.output_text(), expected);
+    let env = docker_view(&expected);
+    assert_eq!(env["NEXT_PUBLIC_STACK_PORT_PREFIX"], "81");
+    assert_eq!(env["STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY"], SSK);
 }
 
 #[test]
@@ -647,6 +745,8 @@ fn help_documents_defaults_and_the_env_file_syntax() {
         "  KEY='value'        literal, '$' and '\\' included.",
         "  export KEY=value   the same as KEY=value.",
         "CRLF line ends are accepted; a UTF-8\nbyte-order mark at the start of the file is skipped",
+        "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
+        "NEXT_PUBLIC_STACK_PORT_PREFIX",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }
@@ -766,7 +866,7 @@ fn mounts_a_labelled_loop_device_found_through_a_by_label_link() {
         ],
     );
     assert_mounted_read_only(&run, "ext4", &device.0);
-    assert_eq!(setup.output_text(), read_fixture("expected.env"));
+    assert_eq!(setup.output_text(), expected_env());
     assert_eq!(mode(&setup.output()), 0o600);
     // The mount lived in the namespace only; the directory was created like mkdir -p.
     assert!(mount_point.is_dir());
@@ -800,7 +900,7 @@ fn mounts_a_labelled_loop_device_found_by_scanning_sysfs() {
         ],
     );
     assert_mounted_read_only(&run, "ext4", &device.0);
-    assert_eq!(setup.output_text(), read_fixture("expected.env"));
+    assert_eq!(setup.output_text(), expected_env());
     assert_eq!(std::fs::read_dir(&mount_point).unwrap().count(), 0);
 }
 
@@ -832,5 +932,5 @@ fn unprobed_filesystem_is_mounted_through_the_kernel_type_list() {
         &["--device".as_ref(), device.0.as_ref()],
     );
     assert_mounted_read_only(&run, "squashfs", &device.0);
-    assert_eq!(setup.output_text(), read_fixture("expected.env"));
+    assert_eq!(setup.output_text(), expected_env());
 }

@@ -519,6 +519,114 @@ fn a_failed_engine_start_keeps_everything_and_a_rerun_finishes() {
     s.assert_rebuilt();
 }
 
+/// The user-data's `/etc/stack-build-computed.env`.
+const COMPUTED_ENV: &str = "USE_INLINE_ENV_VARS=true
+NEXT_PUBLIC_STACK_API_URL=http://localhost:8102
+NEXT_PUBLIC_STACK_DASHBOARD_URL=http://localhost:8101
+NEXT_PUBLIC_BROWSER_STACK_API_URL=http://localhost:8102
+NEXT_PUBLIC_BROWSER_STACK_DASHBOARD_URL=http://localhost:8101
+NEXT_PUBLIC_SERVER_STACK_API_URL=http://127.0.0.1:8102
+NEXT_PUBLIC_SERVER_STACK_DASHBOARD_URL=http://127.0.0.1:8101
+NEXT_PUBLIC_STACK_SVIX_SERVER_URL=http://localhost:8071
+NEXT_PUBLIC_HEXCLAVE_PORT_PREFIX=81
+STACK_CLICKHOUSE_DATABASE=default
+BACKEND_PORT=8102
+DASHBOARD_PORT=8101
+";
+
+/// The smoke container's environment holds the renamed variables under both generations'
+/// names (the Hexclave image reads one, the released Stack Auth image the other), with equal
+/// values, and no value is in any command line.
+#[test]
+fn the_smoke_test_environment_gives_each_renamed_variable_under_both_names() {
+    require!(engine(), "a sandbox with a docker engine");
+    // The app never answers: the smoke test fails after its timeout, before any rebuild.
+    let s = Setup::new(&["ENV FAKE_APP_BROKEN=1"], "amd64");
+    std::fs::write(s.sb.path("computed.env"), COMPUTED_ENV).unwrap();
+    let sampler = CmdlineSampler::start();
+    let child = s
+        .tool()
+        .args(["--smoke-timeout", "3"])
+        .cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut env: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.is_empty() && Instant::now() < deadline {
+        let out =
+            s.sb.docker([
+                "inspect",
+                "--format",
+                "{{range .Config.Env}}{{println .}}{{end}}",
+                "smoke-test",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let seen = sampler.finish();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let value = |name: &str| -> String {
+        let prefix = format!("{name}=");
+        let found: Vec<&String> = env.iter().filter(|l| l.starts_with(&prefix)).collect();
+        assert_eq!(found.len(), 1, "{name} once in {env:#?}");
+        found[0][prefix.len()..].to_string()
+    };
+    let [pck, ssk, sak] = SMOKE_KEYS.map(value);
+    for key in [&pck, &ssk, &sak] {
+        assert!(
+            key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+    }
+    assert!(pck != ssk && ssk != sak && pck != sak);
+    let mut renamed: Vec<&str> = env
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.contains("INTERNAL_PROJECT_") || l.contains("_PORT_PREFIX="))
+        .collect();
+    renamed.sort_unstable();
+    let mut expected = vec![
+        "NEXT_PUBLIC_HEXCLAVE_PORT_PREFIX=81".to_string(),
+        "NEXT_PUBLIC_STACK_PORT_PREFIX=81".to_string(),
+        format!("STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY={pck}"),
+        format!("STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY={ssk}"),
+        format!("STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY={pck}"),
+        format!("STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY={ssk}"),
+        format!("STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY={sak}"),
+    ];
+    expected.sort_unstable();
+    assert_eq!(renamed, expected);
+    for secret in [&pck, &ssk, &sak] {
+        assert!(
+            !seen.iter().any(|c| c.contains(secret.as_str())),
+            "a secret was in argv"
+        );
+    }
+    assert!(
+        s.log().contains(
+            &"SMOKE TEST FAILED: backend /health?db=1 did not return 200 within 3s".into()
+        ),
+        "{:#?}",
+        s.log()
+    );
+}
+
 #[test]
 fn a_failed_smoke_test_dumps_diagnostics_and_removes_its_container() {
     require!(engine(), "a sandbox with a docker engine");
@@ -654,6 +762,8 @@ fn help_version_and_bad_arguments() {
         "[default: smoke-test]",
         "[default: 8102]",
         "[default: stack-local-emulator:final]",
+        "STACK_SEED_INTERNAL_PROJECT_{PUBLISHABLE_CLIENT,SECRET_SERVER}_KEY",
+        "also as NEXT_PUBLIC_STACK_PORT_PREFIX",
     ] {
         assert!(help.contains(text), "--help lacks {text:?}:\n{help}");
     }

@@ -22,9 +22,15 @@ const KEYS: [&str; 4] = [
 const ROTATE: &str = "/usr/local/bin/rotate-secrets";
 /// Where the rotate-secrets double records its environment, inside the container.
 const RECORD: &str = "/tmp/rotate-secrets.env";
-const EXPECTED_ONE_OF: &str = "expected one of STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY, \
-    STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY, STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY, \
-    CRON_SECRET";
+/// Every accepted name, as the messages list them.
+const ACCEPTED: &str = "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY (or \
+    STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY), STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY \
+    (or STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY), \
+    STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY, CRON_SECRET";
+const EXPECTED_ONE_OF: &str = "expected one of STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY (or \
+    STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY), STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY \
+    (or STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY), \
+    STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY, CRON_SECRET";
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -97,15 +103,6 @@ impl FakeDocker {
     }
 }
 
-fn originals_argv(container: &str) -> Vec<String> {
-    let mut argv = vec!["exec".to_string()];
-    for key in KEYS {
-        argv.extend(["-e".to_string(), key.to_string()]);
-    }
-    argv.extend([container.to_string(), ROTATE.to_string()]);
-    argv
-}
-
 #[test]
 fn execs_the_originals_command_with_the_values_in_its_environment() {
     let fake = FakeDocker::new();
@@ -117,7 +114,9 @@ fn execs_the_originals_command_with_the_values_in_its_environment() {
         .stdout_is("")
         .stderr_is("");
     let argv = fake.argv().expect("docker ran");
-    assert_eq!(argv, originals_argv("stack"));
+    // The original's arguments, then the Stack Auth names of the renamed keys.
+    assert_eq!(argv[..9], argv_with_both_names("stack")[..9]);
+    assert_eq!(argv, argv_with_both_names("stack"));
     let env = fake.env();
     for line in secrets.lines() {
         assert!(env.contains(&line), "{line} in docker's environment");
@@ -141,7 +140,7 @@ fn status_of_docker_is_ours_and_container_is_configurable() {
             .run()
             .code_is(status)
             .stderr_is("");
-        assert_eq!(fake.argv().unwrap(), originals_argv("other-stack"));
+        assert_eq!(fake.argv().unwrap(), argv_with_both_names("other-stack"));
     }
 }
 
@@ -177,17 +176,18 @@ fn bad_input_is_refused_before_docker_runs() {
     let cases: Vec<(String, String)> = vec![
         (
             String::new(),
-            format!(
-                "stdin: missing {} (expected one line for each of {})",
-                KEYS.join(", "),
-                KEYS.join(", ")
-            ),
+            format!("stdin: missing {ACCEPTED} (expected one line for each of {ACCEPTED})"),
         ),
         (
             lines[..3].join("\n"),
+            format!("stdin: missing CRON_SECRET (expected one line for each of {ACCEPTED})"),
+        ),
+        (
+            lines[1..].join("\n"),
             format!(
-                "stdin: missing CRON_SECRET (expected one line for each of {})",
-                KEYS.join(", ")
+                "stdin: missing STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY (or \
+                 STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY) (expected one line for each \
+                 of {ACCEPTED})"
             ),
         ),
         (
@@ -308,7 +308,8 @@ fn missing_docker_program_is_a_clear_error() {
              -e STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY \
              -e STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY \
              -e STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY \
-             -e CRON_SECRET stack /usr/local/bin/rotate-secrets`: \
+             -e CRON_SECRET -e STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY \
+             -e STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY stack /usr/local/bin/rotate-secrets`: \
              No such file or directory (os error 2) (is `/nonexistent/docker` installed and on \
              PATH?)\n",
         );
@@ -395,11 +396,7 @@ fn rotates_secrets_in_a_real_container() {
         lines.sort();
         lines
     };
-    let sorted = |secrets: &Secrets| {
-        let mut lines = secrets.lines();
-        lines.sort();
-        lines
-    };
+    let sorted = Secrets::under_both_names;
 
     let started = std::time::SystemTime::now();
     let work = scratch();
@@ -420,7 +417,7 @@ fn rotates_secrets_in_a_real_container() {
     assert_eq!(
         arrived(),
         sorted(&first),
-        "exactly the four, with their values"
+        "exactly the four, with their values, the renamed ones under both names"
     );
 
     // The status of rotate-secrets is ours.
@@ -471,7 +468,9 @@ fn help_and_version() {
     for text in [
         "Usage: trigger-fast-rotate [OPTIONS]",
         "\n  CRON_SECRET=<64 hex>\n",
-        "-e CRON_SECRET stack /usr/local/bin/rotate-secrets\n",
+        "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY and\n",
+        "      -e STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY \\\n      stack /usr/local/bin/rotate-secrets\n",
+        "different values are refused, naming both lines",
         "[default: stack]",
         "[default: docker]",
         "127  docker was not found",
@@ -499,4 +498,249 @@ fn bad_flag_is_a_usage_error_and_nothing_runs() {
         .stdout_is("")
         .stderr_contains("unexpected argument '--contaner'");
     assert_eq!(fake.argv(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Both generations of names. The released Stack Auth host sends the publishable client key and
+// the secret server key as STACK_SEED_INTERNAL_PROJECT_*, the Hexclave user-data names them
+// STACK_INTERNAL_PROJECT_*; rotate-secrets of either generation must find them.
+
+/// The renamed keys: (Hexclave name, Stack Auth name), in the order of [`KEYS`].
+const RENAMED: [(&str, &str); 2] = [
+    (
+        "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
+        "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
+    ),
+    (
+        "STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY",
+        "STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY",
+    ),
+];
+
+impl Secrets {
+    /// What the released host writes: its names, four lines, no trailing newline.
+    fn released_host_input(&self) -> String {
+        let [pck, ssk, sak, cron] = self.values();
+        format!(
+            "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY={pck}\n\
+             STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY={ssk}\n\
+             STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY={sak}\n\
+             CRON_SECRET={cron}"
+        )
+    }
+
+    /// Every value under every name it goes by, sorted: what rotate-secrets must receive.
+    fn under_both_names(&self) -> Vec<String> {
+        let [pck, ssk, sak, cron] = self.values();
+        let mut lines = vec![
+            format!("{}={pck}", RENAMED[0].0),
+            format!("{}={pck}", RENAMED[0].1),
+            format!("{}={ssk}", RENAMED[1].0),
+            format!("{}={ssk}", RENAMED[1].1),
+            format!("{}={sak}", KEYS[2]),
+            format!("{}={cron}", KEYS[3]),
+        ];
+        lines.sort();
+        lines
+    }
+}
+
+/// docker's arguments: the original's four names, then the two Stack Auth names.
+fn argv_with_both_names(container: &str) -> Vec<String> {
+    let mut argv = vec!["exec".to_string()];
+    for key in KEYS.iter().chain(RENAMED.iter().map(|(_, old)| old)) {
+        argv.extend(["-e".to_string(), key.to_string()]);
+    }
+    argv.extend([container.to_string(), ROTATE.to_string()]);
+    argv
+}
+
+/// The lines of `env` naming one of the six, sorted.
+fn secret_lines(env: &[String]) -> Vec<String> {
+    let names: Vec<&str> = KEYS
+        .iter()
+        .copied()
+        .chain(RENAMED.iter().map(|(_, old)| *old))
+        .collect();
+    let mut lines: Vec<String> = env
+        .iter()
+        .filter(|l| {
+            l.split_once('=')
+                .is_some_and(|(name, _)| names.contains(&name))
+        })
+        .cloned()
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn the_released_hosts_payload_reaches_docker_under_both_names() {
+    let secrets = Secrets::new();
+    let input = secrets.released_host_input();
+    assert!(!input.ends_with('\n') && input.lines().count() == 4);
+    for status in [0, 3] {
+        let fake = FakeDocker::new();
+        let run = fake
+            .tool()
+            .env("FAKE_DOCKER_STATUS", status.to_string())
+            .stdin(&input)
+            .run();
+        run.code_is(status).stdout_is("").stderr_is("");
+        let argv = fake.argv().expect("docker ran");
+        assert_eq!(argv, argv_with_both_names("stack"));
+        assert_eq!(secret_lines(&fake.env()), secrets.under_both_names());
+        for value in secrets.values() {
+            assert!(
+                !argv.iter().any(|a| a.contains(value.as_str())),
+                "value in argv"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_renamed_spellings_reach_docker_under_both_names() {
+    let secrets = Secrets::new();
+    let fake = FakeDocker::new();
+    fake.tool()
+        .stdin(secrets.input())
+        .run()
+        .success()
+        .stdout_is("")
+        .stderr_is("");
+    let argv = fake.argv().expect("docker ran");
+    assert_eq!(argv, argv_with_both_names("stack"));
+    assert_eq!(secret_lines(&fake.env()), secrets.under_both_names());
+}
+
+#[test]
+fn both_names_of_a_key_with_equal_values_are_accepted() {
+    let secrets = Secrets::new();
+    let [pck, ssk, ..] = secrets.values();
+    let input = format!(
+        "{}\n{}={pck}\n{}={ssk}\n",
+        secrets.input(),
+        RENAMED[0].1,
+        RENAMED[1].1
+    );
+    let fake = FakeDocker::new();
+    fake.tool().stdin(&input).run().success().stderr_is("");
+    assert_eq!(fake.argv().unwrap(), argv_with_both_names("stack"));
+    assert_eq!(secret_lines(&fake.env()), secrets.under_both_names());
+}
+
+#[test]
+fn both_names_of_a_key_with_different_values_are_refused_naming_both_lines() {
+    let s = Secrets::new();
+    let other = Secrets::new();
+    let [pck, ssk, sak, cron] = s.values();
+    let cases = [
+        (
+            format!(
+                "{}={pck}\n{}={ssk}\n{}={sak}\nCRON_SECRET={cron}\n{}={}",
+                RENAMED[0].1,
+                RENAMED[1].0,
+                KEYS[2],
+                RENAMED[0].0,
+                other.values()[0]
+            ),
+            "stdin line 5: STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY has a different value \
+             than STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY on line 1; they are the \
+             Hexclave and the Stack Auth name of one key: send one of them, or both with the \
+             same value (the values are not shown)",
+        ),
+        (
+            format!(
+                "{}={ssk}\n{}\n{}={}",
+                RENAMED[1].0,
+                s.released_host_input()
+                    .lines()
+                    .filter(|l| !l.starts_with(RENAMED[1].1))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                RENAMED[1].1,
+                other.values()[1]
+            ),
+            "stdin line 5: STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY has a different value \
+             than STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY on line 1; they are the Hexclave and \
+             the Stack Auth name of one key: send one of them, or both with the same value (the \
+             values are not shown)",
+        ),
+    ];
+    for (input, message) in cases {
+        let fake = FakeDocker::new();
+        let run = fake.tool().stdin(&input).run();
+        run.code_is(2)
+            .stdout_is("")
+            .stderr_is(format!("trigger-fast-rotate: {message}\n"));
+        assert_eq!(fake.argv(), None, "docker ran for {input:?}");
+        for value in s.values().iter().chain(other.values()) {
+            assert!(!run.stderr_str().contains(value.as_str()), "value shown");
+        }
+    }
+}
+
+/// The fake emulator's rotate-secrets, in a running `stack` container of a throwaway engine,
+/// receives every value under both names, from the released host's payload and from the
+/// Hexclave one, and its status is ours.
+#[test]
+fn both_spellings_reach_the_fake_emulators_rotate_secrets() {
+    use crate::common::fake_emulator;
+    use crate::common::sandbox::{self, Sandbox};
+
+    require!(
+        sandbox::engine_available(),
+        "a sandbox with a docker engine"
+    );
+    let mut sb = Sandbox::with_network();
+    sb.start_engine();
+    fake_emulator::build(|a| sb.docker(a), fake_emulator::IMAGE, &[]);
+    sb.docker_ok([
+        "run",
+        "-d",
+        "--name",
+        "stack",
+        "--network",
+        "host",
+        fake_emulator::IMAGE,
+    ]);
+    const RECORD: &str = "/var/run/rotate-secrets.env";
+    let record = || -> Vec<String> {
+        let text = sb.docker_ok(["exec", "stack", "cat", RECORD]);
+        text.lines().map(str::to_string).collect()
+    };
+    for label in ["released host", "hexclave"] {
+        let secrets = Secrets::new();
+        let input = match label {
+            "released host" => secrets.released_host_input(),
+            _ => secrets.input(),
+        };
+        sb.tool(TOOL)
+            .stdin(&input)
+            .run()
+            .success()
+            .stdout_is("")
+            .stderr_is("");
+        assert_eq!(
+            secret_lines(&record()),
+            secrets.under_both_names(),
+            "{label}"
+        );
+    }
+    // rotate-secrets' own status is ours.
+    sb.docker_ok([
+        "exec",
+        "stack",
+        "sh",
+        "-c",
+        "echo 3 > /var/run/rotate-secrets.status",
+    ]);
+    let secrets = Secrets::new();
+    sb.tool(TOOL)
+        .stdin(secrets.released_host_input())
+        .run()
+        .code_is(3)
+        .stderr_is("");
+    assert_eq!(secret_lines(&record()), secrets.under_both_names());
 }

@@ -38,6 +38,15 @@ duplicates kept, comments dropped), the three keys, CRON_SECRET (snapshot builds
 computed variables. It is replaced atomically with mode 0600: on any error the previous file and
 the keys stay as they were. Key values are never printed, except into the output.
 
+Both generations of names: the product renamed three variables, and the released Stack Auth
+image reads the old names. After all of those lines (which keep their order and bytes), each is
+written under its other name with the same value:
+  STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY  STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY
+  STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY       STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY
+  NEXT_PUBLIC_HEXCLAVE_PORT_PREFIX               NEXT_PUBLIC_STACK_PORT_PREFIX
+In the env files either name is the same variable: when both appear, the later definition wins
+for both names, as for a name defined twice.
+
 With --output -, the file goes to stdout and nothing is mounted or written: the env files must be
 readable where they are. A missing key is replaced by a fresh one that is printed but not saved,
 and a note on stderr names its file.";

@@ -5,7 +5,13 @@
 //! build env file saying whether this boot builds a snapshot. The output, in this order:
 //! base.env's entries, runtime.env's entries (file order, duplicates kept, comments dropped),
 //! the three internal keys, `CRON_SECRET` in snapshot mode only, then the computed block —
-//! the same names, order and values as the original's heredoc.
+//! the same names, order and values as the original's heredoc — and last the variables the
+//! product renamed under their other generation's name ([`shared::emulator::names`]): each of
+//! `STACK_INTERNAL_PROJECT_{PUBLISHABLE_CLIENT,SECRET_SERVER}_KEY` and
+//! `NEXT_PUBLIC_HEXCLAVE_PORT_PREFIX` also as the released Stack Auth image reads it
+//! (`STACK_SEED_INTERNAL_PROJECT_…`, `NEXT_PUBLIC_STACK_PORT_PREFIX`), with the value docker
+//! ends up with for either name. The original's lines keep their order and bytes; the
+//! extra lines only follow them. An input that uses either name is one variable to docker.
 //!
 //! The original `source`d runtime.env and then base.env, so for the values it computes with a
 //! definition in base.env wins over one in runtime.env, and within a file the last one wins.
@@ -20,6 +26,10 @@ use std::path::{Path, PathBuf};
 
 use shared::emulator::envfile::{self, EnvFile};
 use shared::emulator::keystore::{self, KeyStore, Keys};
+use shared::emulator::names::{
+    self, PORT_PREFIX as PREFIX_VAR, PUBLISHABLE_CLIENT_KEY, SECRET_SERVER_KEY,
+    SUPER_SECRET_ADMIN_KEY,
+};
 use shared::error::{Context, Error, Result};
 use shared::os::atomic;
 use shared::os::blockdev::{Disk, Mounted};
@@ -172,7 +182,7 @@ pub fn computed(ports: &Ports) -> Vec<(&'static str, String)> {
     vec![
         ("STACK_SKIP_MIGRATIONS", "true".into()),
         ("STACK_SKIP_SEED_SCRIPT", "true".into()),
-        ("NEXT_PUBLIC_HEXCLAVE_PORT_PREFIX", p.clone()),
+        (PREFIX_VAR.hexclave, p.clone()),
         ("STACK_RUNTIME_WORK_DIR", "/app".into()),
         (
             "STACK_LOCAL_EMULATOR_HOST_MOUNT_ROOT",
@@ -249,9 +259,13 @@ pub fn computed(ports: &Ports) -> Vec<(&'static str, String)> {
 pub struct Plan {
     /// base.env's then runtime.env's entries, as docker env-file lines.
     inputs: String,
+    /// The same entries, as `(name, value)`.
+    input_entries: Vec<(String, String)>,
     snapshot: bool,
     /// The computed block, as docker env-file lines.
     computed: String,
+    /// The same block, as `(name, value)`.
+    computed_entries: Vec<(&'static str, String)>,
 }
 
 impl Plan {
@@ -259,15 +273,23 @@ impl Plan {
         let ports = Ports::from_inputs(runtime, base)?;
         let mut inputs = base.to_docker_env()?;
         inputs.push_str(&runtime.to_docker_env()?);
+        let input_entries = [base, runtime]
+            .iter()
+            .flat_map(|file| file.entries())
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect();
+        let computed_entries = computed(&ports);
         let mut block = String::new();
-        for (key, value) in computed(&ports) {
-            envfile::push_docker_line(&mut block, key, &value)
+        for (key, value) in &computed_entries {
+            envfile::push_docker_line(&mut block, key, value)
                 .map_err(|why| Error::new("rendering the computed variables", why))?;
         }
         Ok(Plan {
             inputs,
+            input_entries,
             snapshot,
             computed: block,
+            computed_entries,
         })
     }
 
@@ -275,21 +297,41 @@ impl Plan {
         self.snapshot
     }
 
-    /// The whole file. Keys are 64 hex characters, so nothing here can break a line.
+    /// The whole file. Keys are 64 hex characters, and the other values were checked by
+    /// [`Plan::new`], so nothing here can break a line.
     pub fn render(&self, keys: &Keys) -> String {
-        let mut out = self.inputs.clone();
-        out.push_str(&format!(
-            "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY={}\n\
-             STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY={}\n\
-             STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY={}\n",
-            keys.pck, keys.ssk, keys.sak
-        ));
+        let mut middle: Vec<(&str, &str)> = vec![
+            (PUBLISHABLE_CLIENT_KEY.hexclave, &keys.pck),
+            (SECRET_SERVER_KEY.hexclave, &keys.ssk),
+            (SUPER_SECRET_ADMIN_KEY, &keys.sak),
+        ];
         if self.snapshot {
-            out.push_str(&format!("CRON_SECRET={CRON_SECRET_PLACEHOLDER}\n"));
+            middle.push(("CRON_SECRET", CRON_SECRET_PLACEHOLDER));
+        }
+        let mut out = self.inputs.clone();
+        for (name, value) in &middle {
+            push_line(&mut out, name, value);
         }
         out.push_str(&self.computed);
+        let written = self
+            .input_entries
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(middle.iter().copied())
+            .chain(self.computed_entries.iter().map(|(k, v)| (*k, v.as_str())));
+        for (name, value) in names::aliases(written) {
+            push_line(&mut out, name, &value);
+        }
         out
     }
+}
+
+/// `NAME=value\n`, for names and values already checked.
+fn push_line(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push('=');
+    out.push_str(value);
+    out.push('\n');
 }
 
 /// Whether the build env file selects snapshot-build mode: it exists and its last
@@ -486,8 +528,45 @@ mod tests {
         assert_eq!(keys[6], "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY");
         assert_eq!(keys[9], "CRON_SECRET");
         assert_eq!(keys[10], "STACK_SKIP_MIGRATIONS");
-        assert_eq!(keys.last(), Some(&"DASHBOARD_PORT"));
+        let dashboard = keys.iter().position(|k| *k == "DASHBOARD_PORT").unwrap();
+        assert_eq!(
+            keys[dashboard + 1..],
+            [
+                "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
+                "STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY",
+                "NEXT_PUBLIC_STACK_PORT_PREFIX",
+            ]
+        );
         let plain = Plan::new(&env("r", RUNTIME), &env("b", ""), false).unwrap();
         assert!(!plain.render(&Keys::placeholders()).contains("CRON_SECRET"));
+    }
+
+    #[test]
+    fn renamed_variables_are_written_under_both_names_after_the_originals_lines() {
+        let keys = Keys::placeholders();
+        let original = Plan::new(&env("r", RUNTIME), &env("b", "X=1\n"), false)
+            .unwrap()
+            .render(&keys);
+        let (head, tail) = original
+            .split_once("DASHBOARD_PORT=8101\n")
+            .expect("the computed block's last line");
+        assert!(head.ends_with("BACKEND_PORT=8102\n"));
+        assert_eq!(
+            tail,
+            format!(
+                "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY={}\n\
+                 STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY={}\n\
+                 NEXT_PUBLIC_STACK_PORT_PREFIX=81\n",
+                keys.pck, keys.ssk
+            )
+        );
+        // An input under the Stack Auth name stays where it is; the later definition (the
+        // computed one) wins for both names.
+        let base = env("b", "NEXT_PUBLIC_STACK_PORT_PREFIX=70\n");
+        let text = Plan::new(&env("r", RUNTIME), &base, false)
+            .unwrap()
+            .render(&keys);
+        assert!(text.starts_with("NEXT_PUBLIC_STACK_PORT_PREFIX=70\n"));
+        assert!(text.ends_with("NEXT_PUBLIC_STACK_PORT_PREFIX=81\n"));
     }
 }

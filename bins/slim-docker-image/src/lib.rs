@@ -34,8 +34,13 @@ const TOOL: &str = slim::TOOL;
 ///      (STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY, STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY,
 ///      STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY, passed by name: the values are only in
 ///      docker's environment, never in an argument list), STACK_SKIP_MIGRATIONS=true,
-///      STACK_SKIP_SEED_SCRIPT=true, STACK_RUNTIME_WORK_DIR=/app and the five data volumes; the
-///      backend must answer exactly 200 on http://127.0.0.1:8102/health?db=1 within 300 s.
+///      STACK_SKIP_SEED_SCRIPT=true, STACK_RUNTIME_WORK_DIR=/app, then the renamed variables
+///      under their other generation's name, by name too: the two keys also as
+///      STACK_SEED_INTERNAL_PROJECT_{PUBLISHABLE_CLIENT,SECRET_SERVER}_KEY, and a
+///      NEXT_PUBLIC_HEXCLAVE_PORT_PREFIX of the env files also as NEXT_PUBLIC_STACK_PORT_PREFIX
+///      (or the other way round; the value docker ends up with for either name), so a slim image
+///      of either generation finds them; and the five data volumes. The backend must answer
+///      exactly 200 on http://127.0.0.1:8102/health?db=1 within 300 s.
 ///      Otherwise: diagnostics (docker ps -a, the container's last 200 log lines, free -m,
 ///      curl -v), the container removed, exit 1.
 ///   Step 3: The flatten: docker create --name flatten stack-local-emulator-slim /bin/true, then

@@ -9,7 +9,9 @@
 //!    `smoke-test` and must answer exactly 200 on `127.0.0.1:8102/health?db=1` within 300 s.
 //!    Its three internal keys are fresh CSPRNG hex values passed by name (`-e NAME`, the value
 //!    only in the docker client's environment): the original put them in docker's argv, where
-//!    any process could read them from `/proc/*/cmdline`. The arch file is parsed, not sourced.
+//!    any process could read them from `/proc/*/cmdline`. The renamed variables (two of the keys,
+//!    the computed env file's port prefix) also get their other generation's name. The arch file
+//!    is parsed, not sourced.
 //!    On failure: the original's diagnostics (`docker ps -a`, the container's last 200 lines,
 //!    `free -m`, `curl -v`), the container removed, exit 1.
 //! 3. The flatten: `docker create --name flatten …` and `docker export flatten | docker import
@@ -31,6 +33,9 @@ use shared::docker::Docker;
 use shared::duration::seconds;
 use shared::emulator::envfile;
 use shared::emulator::keystore;
+use shared::emulator::names::{
+    self, PUBLISHABLE_CLIENT_KEY, SECRET_SERVER_KEY, SUPER_SECRET_ADMIN_KEY,
+};
 use shared::emulator::volumes::volume_args;
 use shared::error::Result;
 use shared::log::ProvisionLog;
@@ -77,11 +82,12 @@ pub const IMPORT_CHANGES: [&str; 4] = [
     "ENV DEBIAN_FRONTEND=noninteractive",
 ];
 
-/// The keys the backend's entrypoint requires in emulator mode, minted fresh for the smoke test.
+/// The keys the backend's entrypoint requires in emulator mode, minted fresh for the smoke test
+/// (under their Hexclave names; the Stack Auth names follow, see [`smoke_test`]).
 pub const SMOKE_KEYS: [&str; 3] = [
-    "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
-    "STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY",
-    "STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY",
+    PUBLISHABLE_CLIENT_KEY.hexclave,
+    SECRET_SERVER_KEY.hexclave,
+    SUPER_SECRET_ADMIN_KEY,
 ];
 
 /// The Dockerfile for `image`: the original's, with its `FROM` line naming `image`.
@@ -196,6 +202,13 @@ fn build_test_flatten<W: Write>(
 }
 
 /// Step 2; returns 0, 1 (failed, diagnostics logged) or 128+N.
+///
+/// The container's environment is the original's (the build and computed env files, the three
+/// fresh keys, the three fixed variables), followed by a `-e` for the other generation's name of
+/// every renamed variable defined there ([`shared::emulator::names`]: the two keys and the port prefix of
+/// the computed env file), with the value docker ends up with for either name, so a slim image of
+/// either generation finds what it reads. Every such value goes by name through docker's
+/// environment, as the keys do; the two env files are parsed for it (nothing in them runs).
 fn smoke_test<W: Write>(
     config: &Config,
     interrupt: &Interrupt,
@@ -221,18 +234,36 @@ fn smoke_test<W: Write>(
         .arg(&config.build_env)
         .arg("--env-file")
         .arg(&config.computed_env);
+    let mut keys = Vec::new();
     for key in SMOKE_KEYS {
-        run = run.secret_env(key, keystore::generate()?);
+        keys.push((key, keystore::generate()?));
+    }
+    for (key, value) in &keys {
+        run = run.secret_env(key, value);
+    }
+    run = run.args([
+        "-e",
+        "STACK_SKIP_MIGRATIONS=true",
+        "-e",
+        "STACK_SKIP_SEED_SCRIPT=true",
+        "-e",
+        "STACK_RUNTIME_WORK_DIR=/app",
+    ]);
+    // docker reads the env files first, then the -e flags: the same order here.
+    let files = [
+        envfile::read_optional(&config.build_env)?,
+        envfile::read_optional(&config.computed_env)?,
+    ];
+    let given = files
+        .iter()
+        .flatten()
+        .flat_map(|file| file.entries())
+        .map(|e| (e.key.as_str(), e.value.as_str()))
+        .chain(keys.iter().map(|(key, value)| (*key, value.as_str())));
+    for (name, value) in names::aliases(given) {
+        run = run.secret_env(name, value);
     }
     let run = run
-        .args([
-            "-e",
-            "STACK_SKIP_MIGRATIONS=true",
-            "-e",
-            "STACK_SKIP_SEED_SCRIPT=true",
-            "-e",
-            "STACK_RUNTIME_WORK_DIR=/app",
-        ])
         .args(volume_args())
         .args(["-d", config.slim_image.as_str()]);
     let outcome = match run.read() {

@@ -20,6 +20,11 @@ const TOOL: &str = "trigger-fast-rotate";
 ///   STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY=<64 hex>
 ///   CRON_SECRET=<64 hex>
 ///
+/// The first two keys may also be named as the released Stack Auth host names them,
+/// STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY and
+/// STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY. A key may come under both of its names only
+/// with the same value; different values are refused, naming both lines.
+///
 /// Each value is exactly 64 characters 0-9, a-f, A-F. Nothing else is allowed on a line: no
 /// spaces, quotes, `export` or comments. Lines end with LF or CRLF, the last may have no line
 /// end, blank lines are ignored; at most 64 KiB are read. Input is data only: nothing in it is
@@ -30,10 +35,14 @@ const TOOL: &str = "trigger-fast-rotate";
 ///   docker exec -e STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY \
 ///       -e STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY \
 ///       -e STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY \
-///       -e CRON_SECRET stack /usr/local/bin/rotate-secrets
+///       -e CRON_SECRET \
+///       -e STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY \
+///       -e STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY \
+///       stack /usr/local/bin/rotate-secrets
 ///
-/// with the four values in docker's environment, never in its arguments, so rotate-secrets'
-/// exit status is this tool's.
+/// with the values in docker's environment, never in its arguments: the original's four names,
+/// then the Stack Auth names of the two renamed keys with the same values, so that
+/// rotate-secrets of either generation finds them. rotate-secrets' exit status is this tool's.
 #[derive(Parser)]
 #[command(name = TOOL, version, verbatim_doc_comment)]
 #[command(after_help = "Exit status:\n  \

@@ -4,9 +4,15 @@
 //! `KEY=<64 hex>` lines to its stdin, without a trailing newline. The original saved stdin to a
 //! file under `/var/run` and `source`d it as root, so whatever the host (or anything able to talk
 //! to the agent) wrote was executed, and the secrets sat on disk meanwhile. Here stdin is data:
-//! exactly the four known names, each once, each with exactly 64 hexadecimal characters, checked
+//! exactly the four known keys, each once, each with exactly 64 hexadecimal characters, checked
 //! before anything runs. The values stay in memory and reach the container only through docker's
 //! environment (`-e NAME` in argv), as the original's `docker exec` line did.
+//!
+//! Two of the keys were renamed with the product ([`shared::emulator::names`]): the released Stack Auth host
+//! sends `STACK_SEED_INTERNAL_PROJECT_{PUBLISHABLE_CLIENT,SECRET_SERVER}_KEY`, the Hexclave
+//! user-data names them `STACK_INTERNAL_PROJECT_…`. Either name is accepted, and both together
+//! when their values are equal. `rotate-secrets` gets each under both names (the original's four
+//! `-e`, then the Stack Auth names), so an image of either generation finds what it reads.
 //!
 //! An error names the line and the key, never the value: the messages end up in the host's logs.
 
@@ -14,13 +20,17 @@ use std::ffi::OsStr;
 use std::io::Read;
 
 use shared::docker::{Docker, DockerCommand};
+use shared::emulator::names::{
+    self, PUBLISHABLE_CLIENT_KEY, SECRET_SERVER_KEY, SUPER_SECRET_ADMIN_KEY,
+};
 use shared::error::{Context, Error, Result};
 
-/// The names the host sends, in the order they are passed to `docker exec`.
+/// The four keys, in the order the original passed them to `docker exec`, under the Hexclave
+/// names. A renamed key is also accepted, and passed, under its Stack Auth name.
 pub const KEYS: [&str; 4] = [
-    "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
-    "STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY",
-    "STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY",
+    PUBLISHABLE_CLIENT_KEY.hexclave,
+    SECRET_SERVER_KEY.hexclave,
+    SUPER_SECRET_ADMIN_KEY,
     "CRON_SECRET",
 ];
 
@@ -51,16 +61,54 @@ impl Secrets {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         KEYS.iter().copied().zip(self.0.iter().map(String::as_str))
     }
+
+    /// Every name `rotate-secrets` gets, with its value: [`KEYS`], then the Stack Auth names of
+    /// the renamed keys.
+    pub fn under_both_names(&self) -> Vec<(&'static str, String)> {
+        let mut all: Vec<(&'static str, String)> = self
+            .iter()
+            .map(|(name, value)| (name, value.to_string()))
+            .collect();
+        all.extend(names::aliases(self.iter()));
+        all
+    }
+}
+
+/// One accepted line of a key.
+struct Seen {
+    line: usize,
+    name: &'static str,
+    value: String,
 }
 
 fn reject(line: usize, why: impl std::fmt::Display) -> Error {
     Error::new(format!("stdin line {line}"), why).with_code(INPUT_ERROR)
 }
 
+/// The accepted names, for messages: `A (or B), C (or D), E, F`.
+fn accepted() -> String {
+    KEYS.map(names::either).join(", ")
+}
+
+/// The name in the input that stands for `key` of [`KEYS`], if any.
+fn name_of(key: &[u8]) -> Option<(usize, &'static str)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let slot = KEYS.iter().position(|k| names::same(k, key))?;
+    let name = names::renamed(key).map_or(KEYS[slot], |pair| {
+        if pair.hexclave == key {
+            pair.hexclave
+        } else {
+            pair.stack_auth
+        }
+    });
+    Some((slot, name))
+}
+
 /// Parses the host's input: `KEY=VALUE` lines separated by LF or CRLF, a final newline
-/// optional, blank lines ignored; every key of [`KEYS`] exactly once; every value 64 hex digits.
+/// optional, blank lines ignored; every key of [`KEYS`] exactly once, a renamed key under
+/// either name or under both with equal values; every value 64 hex digits.
 pub fn parse(input: &[u8]) -> Result<Secrets> {
-    let mut found: [Option<(usize, String)>; 4] = Default::default();
+    let mut found: [Vec<Seen>; 4] = Default::default();
     for (index, line) in input.split(|&b| b == b'\n').enumerate() {
         let number = index + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -74,26 +122,44 @@ pub fn parse(input: &[u8]) -> Result<Secrets> {
             ));
         };
         let (key, value) = (&line[..eq], &line[eq + 1..]);
-        let Some(slot) = KEYS.iter().position(|k| k.as_bytes() == key) else {
+        let Some((slot, name)) = name_of(key) else {
             return Err(reject(number, unknown_key(key)));
         };
-        let name = KEYS[slot];
-        if let Some((first, _)) = &found[slot] {
+        let seen = &mut found[slot];
+        if let Some(first) = seen.iter().find(|s| s.name == name) {
             return Err(reject(
                 number,
-                format!("{name} is given a second time (first on line {first})"),
+                format!(
+                    "{name} is given a second time (first on line {})",
+                    first.line
+                ),
             ));
         }
         check_value(value).map_err(|why| reject(number, format!("{name}: {why}")))?;
         // check_value accepted only ASCII hex digits, so this cannot fail.
         let value = String::from_utf8_lossy(value).into_owned();
-        found[slot] = Some((number, value));
+        if let Some(other) = seen.first().filter(|other| other.value != value) {
+            return Err(reject(
+                number,
+                format!(
+                    "{name} has a different value than {} on line {}; they are the Hexclave \
+                     and the Stack Auth name of one key: send one of them, or both with the \
+                     same value (the values are not shown)",
+                    other.name, other.line
+                ),
+            ));
+        }
+        seen.push(Seen {
+            line: number,
+            name,
+            value,
+        });
     }
-    let missing: Vec<&str> = KEYS
+    let missing: Vec<String> = KEYS
         .iter()
         .zip(&found)
-        .filter(|(_, slot)| slot.is_none())
-        .map(|(key, _)| *key)
+        .filter(|(_, seen)| seen.is_empty())
+        .map(|(key, _)| names::either(key))
         .collect();
     if !missing.is_empty() {
         return Err(Error::new(
@@ -101,19 +167,24 @@ pub fn parse(input: &[u8]) -> Result<Secrets> {
             format!(
                 "missing {} (expected one line for each of {})",
                 missing.join(", "),
-                KEYS.join(", ")
+                accepted()
             ),
         )
         .with_code(INPUT_ERROR));
     }
-    let [a, b, c, d] = found.map(|slot| slot.map(|(_, value)| value).unwrap_or_default());
+    let [a, b, c, d] = found.map(|seen| {
+        seen.into_iter()
+            .next()
+            .map(|first| first.value)
+            .unwrap_or_default()
+    });
     Ok(Secrets([a, b, c, d]))
 }
 
 /// Why a key is refused. The key is shown only when it looks like a variable name and not like
 /// a value: a secret pasted in the wrong place must not end up in a log.
 fn unknown_key(key: &[u8]) -> String {
-    let expected = format!("expected one of {}", KEYS.join(", "));
+    let expected = format!("expected one of {}", accepted());
     let is_name = !key.is_empty()
         && key.len() <= 64
         && !key[0].is_ascii_digit()
@@ -162,10 +233,12 @@ pub fn read(reader: impl Read) -> Result<Secrets> {
 }
 
 /// `docker exec -e KEY… CONTAINER /usr/local/bin/rotate-secrets` with the values in docker's
-/// environment: the original's command, argument for argument.
+/// environment: the original's command, argument for argument, with a `-e` for the Stack Auth
+/// name of each renamed key after the original's four.
 pub fn command(docker: &Docker, container: &OsStr, secrets: &Secrets) -> DockerCommand {
     secrets
-        .iter()
+        .under_both_names()
+        .into_iter()
         .fold(docker.command(["exec"]), |cmd, (name, value)| {
             cmd.secret_env(name, value)
         })
@@ -288,8 +361,10 @@ mod tests {
         assert_eq!(err.what(), "stdin");
         assert!(
             err.why().starts_with(
-                "missing STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY, \
-                 STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY (expected"
+                "missing STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY (or \
+                 STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY), \
+                 STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY (or \
+                 STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY) (expected"
             ),
             "{err}"
         );
@@ -358,9 +433,86 @@ mod tests {
             "docker exec -e STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY \
              -e STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY \
              -e STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY \
-             -e CRON_SECRET stack /usr/local/bin/rotate-secrets"
+             -e CRON_SECRET \
+             -e STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY \
+             -e STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY \
+             stack /usr/local/bin/rotate-secrets"
         );
-        assert_eq!(cmd.env_names().collect::<Vec<_>>(), KEYS);
+        let mut names = KEYS.to_vec();
+        names.extend([
+            PUBLISHABLE_CLIENT_KEY.stack_auth,
+            SECRET_SERVER_KEY.stack_auth,
+        ]);
+        assert_eq!(cmd.env_names().collect::<Vec<_>>(), names);
         assert!(!format!("{cmd:?}{secrets:?}").contains(&hex('a')));
+    }
+
+    /// The released Stack Auth host's input: its names for the renamed keys.
+    fn released_host_input() -> String {
+        host_input()
+            .replace(
+                PUBLISHABLE_CLIENT_KEY.hexclave,
+                PUBLISHABLE_CLIENT_KEY.stack_auth,
+            )
+            .replace(SECRET_SERVER_KEY.hexclave, SECRET_SERVER_KEY.stack_auth)
+    }
+
+    #[test]
+    fn either_name_of_a_renamed_key_gives_the_same_secrets() {
+        let hexclave = parse(host_input().as_bytes()).unwrap();
+        let released = released_host_input();
+        assert!(released.starts_with("STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY="));
+        let stack_auth = parse(released.as_bytes()).unwrap();
+        assert_eq!(values(&stack_auth), values(&hexclave));
+        let both = format!(
+            "{}\n{}",
+            host_input(),
+            released.lines().take(2).collect::<Vec<_>>().join("\n")
+        );
+        assert_eq!(values(&parse(both.as_bytes()).unwrap()), values(&hexclave));
+        assert_eq!(
+            stack_auth.under_both_names(),
+            vec![
+                (KEYS[0], hex('a')),
+                (KEYS[1], hex('B')),
+                (KEYS[2], hex('0')),
+                (KEYS[3], hex('9')),
+                (PUBLISHABLE_CLIENT_KEY.stack_auth, hex('a')),
+                (SECRET_SERVER_KEY.stack_auth, hex('B')),
+            ]
+        );
+    }
+
+    #[test]
+    fn both_names_with_different_values_are_refused_naming_both_lines() {
+        let input = format!(
+            "{}\n{}={}",
+            released_host_input(),
+            SECRET_SERVER_KEY.hexclave,
+            hex('b')
+        );
+        let err = error(&input);
+        assert_eq!(err.what(), "stdin line 5");
+        assert_eq!(
+            err.why(),
+            "STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY has a different value than \
+             STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY on line 2; they are the Hexclave and \
+             the Stack Auth name of one key: send one of them, or both with the same value (the \
+             values are not shown)"
+        );
+        // The same name twice stays a duplicate, whatever the other name did.
+        let input = format!(
+            "{}\n{}={}\n{}={}",
+            released_host_input(),
+            SECRET_SERVER_KEY.hexclave,
+            hex('B'),
+            SECRET_SERVER_KEY.stack_auth,
+            hex('B')
+        );
+        assert_eq!(
+            error(&input).to_string(),
+            "stdin line 6: STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY is given a second time \
+             (first on line 2)"
+        );
     }
 }

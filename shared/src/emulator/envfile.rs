@@ -26,11 +26,13 @@
 //!
 //! Every other line is an error `file:line: why`. Errors never quote a value: these files hold
 //! secrets. Entries keep file order, duplicates included; lookups take the last one, as both
-//! the shell and docker do.
+//! the shell and docker do. A variable the product renamed counts as one variable under either
+//! of its names ([`crate::emulator::names`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::emulator::names;
 use crate::error::{Context, Error, Result};
 
 /// The accepted syntax, for `--help` texts.
@@ -79,9 +81,11 @@ impl EnvFile {
         &self.entries
     }
 
-    /// The last entry for `key`: the one a shell and docker both end up with.
+    /// The last entry for `key`: the one a shell and docker both end up with. A variable the
+    /// product renamed is found under either of its names, the later definition winning
+    /// ([`crate::emulator::names`]).
     pub fn entry(&self, key: &str) -> Option<&Entry> {
-        self.entries.iter().rev().find(|e| e.key == key)
+        self.entries.iter().rev().find(|e| names::same(&e.key, key))
     }
 
     /// The value of `key` (its last definition).
@@ -422,6 +426,33 @@ mod tests {
         assert!(!file.is_set_to("U", "1"));
         assert!(file.is_set_to("V", "1"));
         assert!(!file.is_set_to("W", "1"));
+    }
+
+    #[test]
+    fn a_renamed_variable_is_found_under_either_name() {
+        let file = parse(
+            "f",
+            b"NEXT_PUBLIC_STACK_PORT_PREFIX=70\nNEXT_PUBLIC_HEXCLAVE_PORT_PREFIX=81\n\
+              STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY=k\n",
+        )
+        .unwrap();
+        for name in [
+            "NEXT_PUBLIC_STACK_PORT_PREFIX",
+            "NEXT_PUBLIC_HEXCLAVE_PORT_PREFIX",
+        ] {
+            assert_eq!(file.get(name), Some("81"), "{name}");
+        }
+        let entry = file
+            .entry("STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY")
+            .unwrap();
+        assert_eq!(
+            (entry.key.as_str(), entry.value.as_str(), entry.line),
+            ("STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY", "k", 3)
+        );
+        assert_eq!(
+            file.get("STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY"),
+            None
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod envfile;
 pub mod keystore;
+pub mod names;
 pub mod volumes;
 
 /// The build's env file: copied from the `STACKBUNDLE` disk by install-emulator-containers, read
