@@ -15,7 +15,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::process::{ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -28,6 +28,9 @@ use shared::error::Result;
 use shared::log::ProvisionLog;
 use shared::os::signal;
 use shared::process::{self, Program};
+
+/// What reads a step's output until the step (and whatever it left behind) closes it.
+type Reader = Box<dyn FnOnce() + Send>;
 
 /// How long to wait for the output of a step that exited, when something it left behind keeps
 /// its pipes open. The output still arrives afterwards; the pipeline just does not wait for it.
@@ -186,48 +189,9 @@ impl Runner {
 
     /// Runs `argv` to completion, or until a stop signal stops it.
     pub fn run(&mut self, argv: &[OsString], output: Output<'_>) -> Status {
-        let Some((program, args)) = argv.split_first() else {
-            return Status::NotStarted {
-                code: 127,
-                why: "empty command".into(),
-            };
-        };
-        let mut cmd = Program::new(program);
-        cmd.args(args).stdin(Stdio::null()).own_process_group();
-        for (name, value) in &self.env {
-            cmd.env(name, value);
-        }
-        let mut readers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
-        let child = match output {
-            Output::Forward => {
-                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-                let mut child = match cmd.spawn() {
-                    Ok(child) => child,
-                    Err(err) => return Status::not_started(&err),
-                };
-                if let Some(out) = child.stdout.take() {
-                    let to = self.mirror.stdout();
-                    readers.push(Box::new(move || forward(out, to)));
-                }
-                if let Some(err) = child.stderr.take() {
-                    let to = self.mirror.stderr();
-                    readers.push(Box::new(move || forward(err, to)));
-                }
-                child
-            }
-            Output::Log { prefix, log_file } => {
-                let (child, read) = match cmd.spawn_merged() {
-                    Ok(started) => started,
-                    Err(err) => return Status::not_started(&err),
-                };
-                let mut log = ProvisionLog::new(self.mirror.stdout(), log_file);
-                let prefix = prefix.as_bytes().to_vec();
-                readers.push(Box::new(move || {
-                    let _ = log.stream(read, &prefix);
-                    let _ = log.finish();
-                }));
-                child
-            }
+        let (child, readers) = match self.start(argv, output) {
+            Ok(started) => started,
+            Err(err) => return Status::not_started(&err),
         };
         let pid = child.id() as i32;
         CURRENT_GROUP.store(pid, Ordering::SeqCst);
@@ -245,21 +209,10 @@ impl Runner {
                 started += 1;
             }
         }
-        let exits = self.sender.clone();
-        let mut child = child;
-        let waiter = std::thread::Builder::new()
-            .name("wait".into())
-            .spawn(move || {
-                let status = child.wait();
-                let _ = exits.send(Event::Exited(pid, status));
-            });
-        if let Err(err) = waiter {
-            // Without a waiter thread the child cannot be watched together with signals.
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            CURRENT_GROUP.store(0, Ordering::SeqCst);
-            return Status::not_started(&err);
-        }
-        let status = self.wait_for(pid);
+        let status = match self.watch(child) {
+            Ok(()) => self.wait_for(pid),
+            Err(err) => Status::not_started(&err),
+        };
         CURRENT_GROUP.store(0, Ordering::SeqCst);
         let deadline = Instant::now() + OUTPUT_GRACE;
         for _ in 0..started {
@@ -269,6 +222,59 @@ impl Runner {
             }
         }
         status
+    }
+
+    /// Starts `argv` in a process group of its own, stdin from /dev/null, the environment
+    /// added, and returns it with what reads its output (to the consoles, or into the log).
+    fn start(&self, argv: &[OsString], output: Output<'_>) -> io::Result<(Child, Vec<Reader>)> {
+        let mut cmd = Program::from_argv(argv)?;
+        cmd.stdin(Stdio::null()).own_process_group();
+        for (name, value) in &self.env {
+            cmd.env(name, value);
+        }
+        let mut readers: Vec<Reader> = Vec::new();
+        let child = match output {
+            Output::Forward => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+                let mut child = cmd.spawn()?;
+                if let Some(out) = child.stdout.take() {
+                    let to = self.mirror.stdout();
+                    readers.push(Box::new(move || forward(out, to)));
+                }
+                if let Some(err) = child.stderr.take() {
+                    let to = self.mirror.stderr();
+                    readers.push(Box::new(move || forward(err, to)));
+                }
+                child
+            }
+            Output::Log { prefix, log_file } => {
+                let (child, read) = cmd.spawn_merged()?;
+                let mut log = ProvisionLog::new(self.mirror.stdout(), log_file);
+                let prefix = prefix.as_bytes().to_vec();
+                readers.push(Box::new(move || {
+                    let _ = log.stream(read, &prefix);
+                    let _ = log.finish();
+                }));
+                child
+            }
+        };
+        Ok((child, readers))
+    }
+
+    /// Waits for `child` on a thread that reports its exit on the events channel, beside the
+    /// stop signals. Without that thread the child cannot be watched: it is killed.
+    fn watch(&self, mut child: Child) -> io::Result<()> {
+        let pid = child.id() as i32;
+        let exits = self.sender.clone();
+        let waiter = std::thread::Builder::new()
+            .name("wait".into())
+            .spawn(move || {
+                let status = child.wait();
+                let _ = exits.send(Event::Exited(pid, status));
+            });
+        waiter.map(drop).inspect_err(|_| {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        })
     }
 
     /// Waits for child `pid`; on a stop signal, stops its process group and reports that.

@@ -136,13 +136,31 @@ fn interrupted<W: Write>(log: &mut ProvisionLog<W>, sig: nix::sys::signal::Signa
     exit_status(sig)
 }
 
-/// Everything between starting and stopping the container; returns the exit status.
+/// Everything between starting and stopping the container: the deps, the init marker, the
+/// migrations, each ending the run early with its status. Returns the exit status.
 fn steps<W: Write>(
     docker: &Docker,
     config: &Config,
     interrupt: &Interrupt,
     log: &mut ProvisionLog<W>,
 ) -> Result<u8> {
+    let code = wait_for_deps(docker, config, log);
+    if code != 0 {
+        return Ok(code);
+    }
+    if let Some(sig) = interrupt.signal() {
+        return Ok(interrupted(log, sig));
+    }
+    say(log, "Deps ready.");
+    let code = wait_for_init(docker, config, log);
+    if code != 0 {
+        return Ok(code);
+    }
+    run_migrations(docker, config, interrupt, log)
+}
+
+/// The deps wait, as wait-for-deps runs it, against the deps container.
+fn wait_for_deps<W: Write>(docker: &Docker, config: &Config, log: &mut ProvisionLog<W>) -> u8 {
     say(
         log,
         "Waiting for deps (postgres, redis, clickhouse, minio, qstash)...",
@@ -155,15 +173,12 @@ fn steps<W: Write>(
         probe_timeout: deps::DEFAULT_PROBE_TIMEOUT,
         command_timeout: diagnostics::DEFAULT_LIMIT,
     };
-    let code = deps::run(&deps_config, log);
-    if code != 0 {
-        return Ok(code);
-    }
-    if let Some(sig) = interrupt.signal() {
-        return Ok(interrupted(log, sig));
-    }
-    say(log, "Deps ready.");
+    deps::run(&deps_config, log)
+}
 
+/// Waits until `init-services.sh` has left its marker in the container (`docker exec … test
+/// -f`), with a heartbeat; returns 0 when it did, else the exit status.
+fn wait_for_init<W: Write>(docker: &Docker, config: &Config, log: &mut ProvisionLog<W>) -> u8 {
     say(log, "Waiting for init-services.sh...");
     let probe = Probe::Command(
         [
@@ -204,9 +219,9 @@ fn steps<W: Write>(
             for line in report.failing_lines() {
                 note(log, &line);
             }
-            return Ok(1);
+            return 1;
         }
-        Outcome::Interrupted(sig) => return Ok(interrupted(log, sig)),
+        Outcome::Interrupted(sig) => return interrupted(log, sig),
     }
     let after = report
         .targets
@@ -214,7 +229,16 @@ fn steps<W: Write>(
         .and_then(|t| t.ready_after)
         .unwrap_or(report.elapsed);
     say(log, &format!("init-services done ({}s).", after.as_secs()));
+    0
+}
 
+/// The migrate-and-seed run; on failure, the last lines of its output go to the log.
+fn run_migrations<W: Write>(
+    docker: &Docker,
+    config: &Config,
+    interrupt: &Interrupt,
+    log: &mut ProvisionLog<W>,
+) -> Result<u8> {
     say(log, "Running migrations...");
     let (status, tail) = migrate(docker, config, interrupt, log)?;
     if let Some(sig) = interrupt.signal() {

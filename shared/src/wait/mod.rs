@@ -18,7 +18,7 @@ pub mod probe;
 pub mod spec;
 
 use std::fmt;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -314,100 +314,121 @@ pub fn run(targets: &[Target], options: &Options, on_event: impl FnMut(Event<'_>
             stop: Arc::clone(&stop),
             children: Arc::clone(&children),
         };
-        let spawned = std::thread::Builder::new()
-            .name(format!("wait {}", target.name))
-            .spawn(move || worker.run());
-        match spawned {
-            Ok(_) => tally.live_workers += 1,
-            Err(err) => {
-                // Out of threads: the target gets an answer that says so, and never gets ready.
-                let attempt = Attempt {
-                    answer: Answer::Failed(format!("cannot start a thread: {err}")),
-                    ready: false,
-                    took: Duration::ZERO,
-                };
-                let at = Instant::now();
-                tally.absorb(Message::Attempt { index, attempt, at });
-            }
-        }
+        tally.start_worker(&target.name, worker);
     }
     drop(tx);
-
-    let mut next_heartbeat = options
-        .heartbeat
-        .filter(|p| !p.is_zero())
-        .map(|p| start + p);
-    let mut outcome = loop {
-        if tally.all_ready() {
-            break Outcome::Ready;
-        }
-        let now = Instant::now();
-        if let (Some(due), Some(period)) = (next_heartbeat, options.heartbeat) {
-            if now >= due {
-                (tally.on_event)(Event::Heartbeat {
-                    elapsed: now - start,
-                    targets: &tally.reports,
-                });
-                let mut next = due + period;
-                while next <= now {
-                    next += period;
-                }
-                next_heartbeat = Some(next);
-            }
-        }
-        if now >= deadline || tally.live_workers == 0 {
-            break Outcome::TimedOut;
-        }
-        let wake = next_heartbeat.map_or(deadline, |h| h.min(deadline));
-        match rx.recv_timeout(wake.saturating_duration_since(now)) {
-            Ok(message) => {
-                if let Some(signal) = tally.absorb(message) {
-                    break Outcome::Interrupted(signal);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            // Unreachable while the signal subscription holds a sender; treat as the end.
-            Err(RecvTimeoutError::Disconnected) => break Outcome::TimedOut,
-        }
-    };
-    let mut elapsed = start.elapsed();
-    if outcome == Outcome::TimedOut {
-        // Let the attempts in flight land. A zero timeout means one full attempt per target,
-        // which may take up to the per-attempt cap.
-        let settle = if options.timeout.is_zero() {
-            options.attempt_timeout + SETTLE
-        } else {
-            SETTLE
-        };
-        let until = Instant::now() + settle;
-        while tally.live_workers > 0 {
-            let left = until.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(message) => {
-                    if let Some(signal) = tally.absorb(message) {
-                        outcome = Outcome::Interrupted(signal);
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        if outcome == Outcome::TimedOut && tally.all_ready() {
-            outcome = Outcome::Ready;
-            elapsed = tally
-                .reports
-                .iter()
-                .filter_map(|t| t.ready_after)
-                .max()
-                .unwrap_or(elapsed);
-        }
-    }
+    let outcome = tally.watch(&rx, options, deadline);
+    let (outcome, elapsed) = tally.settle(&rx, options, outcome);
     stop.set();
     children.close();
     Report {
         outcome,
         elapsed,
         targets: tally.reports,
+    }
+}
+
+impl<F: FnMut(Event<'_>)> Tally<F> {
+    /// Starts `worker` on a thread of its own. Out of threads, its target gets an answer that
+    /// says so, and never gets ready.
+    fn start_worker(&mut self, name: &str, worker: Worker) {
+        let index = worker.index;
+        let spawned = std::thread::Builder::new()
+            .name(format!("wait {name}"))
+            .spawn(move || worker.run());
+        match spawned {
+            Ok(_) => self.live_workers += 1,
+            Err(err) => {
+                let attempt = Attempt {
+                    answer: Answer::Failed(format!("cannot start a thread: {err}")),
+                    ready: false,
+                    took: Duration::ZERO,
+                };
+                let at = Instant::now();
+                self.absorb(Message::Attempt { index, attempt, at });
+            }
+        }
+    }
+
+    /// Takes the workers' messages until every target is ready, the deadline passes, a stop
+    /// signal comes or no worker is left; reports heartbeats on the way.
+    fn watch(&mut self, rx: &Receiver<Message>, options: &Options, deadline: Instant) -> Outcome {
+        let start = self.start;
+        let mut next_heartbeat = options
+            .heartbeat
+            .filter(|p| !p.is_zero())
+            .map(|p| start + p);
+        loop {
+            if self.all_ready() {
+                return Outcome::Ready;
+            }
+            let now = Instant::now();
+            if let (Some(due), Some(period)) = (next_heartbeat, options.heartbeat) {
+                if now >= due {
+                    (self.on_event)(Event::Heartbeat {
+                        elapsed: now - start,
+                        targets: &self.reports,
+                    });
+                    let mut next = due + period;
+                    while next <= now {
+                        next += period;
+                    }
+                    next_heartbeat = Some(next);
+                }
+            }
+            if now >= deadline || self.live_workers == 0 {
+                return Outcome::TimedOut;
+            }
+            let wake = next_heartbeat.map_or(deadline, |h| h.min(deadline));
+            match rx.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(message) => {
+                    if let Some(signal) = self.absorb(message) {
+                        return Outcome::Interrupted(signal);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // Unreachable while the signal subscription holds a sender; treat as the end.
+                Err(RecvTimeoutError::Disconnected) => return Outcome::TimedOut,
+            }
+        }
+    }
+
+    /// After a timeout, lets the attempts in flight land (one may make the wait ready after
+    /// all); returns the final outcome and the wait's time.
+    fn settle(
+        &mut self,
+        rx: &Receiver<Message>,
+        options: &Options,
+        outcome: Outcome,
+    ) -> (Outcome, Duration) {
+        let elapsed = self.start.elapsed();
+        if outcome != Outcome::TimedOut {
+            return (outcome, elapsed);
+        }
+        // A zero timeout means one full attempt per target, which may take up to the
+        // per-attempt cap.
+        let settle = if options.timeout.is_zero() {
+            options.attempt_timeout + SETTLE
+        } else {
+            SETTLE
+        };
+        let until = Instant::now() + settle;
+        while self.live_workers > 0 {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(message) => {
+                    if let Some(signal) = self.absorb(message) {
+                        return (Outcome::Interrupted(signal), elapsed);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if self.all_ready() {
+            let ready = self.reports.iter().filter_map(|t| t.ready_after).max();
+            return (Outcome::Ready, ready.unwrap_or(elapsed));
+        }
+        (Outcome::TimedOut, elapsed)
     }
 }
 
