@@ -18,8 +18,6 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use rand::TryRngCore;
-
 use crate::error::{Context, Error, Result};
 use crate::os::atomic;
 
@@ -215,8 +213,7 @@ impl KeyStore {
 /// A fresh key: 32 bytes from the operating system's CSPRNG as 64 lowercase hex characters.
 pub fn generate() -> Result<String> {
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
+    getrandom::fill(&mut bytes)
         .context(|| "reading the operating system's random number generator".to_string())?;
     Ok(hex::encode(bytes))
 }

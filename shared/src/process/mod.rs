@@ -20,8 +20,8 @@
 //! Why std and not `duct`: the tools need five shapes of child, and two of them (a detached,
 //! delayed command and a registry of killable process groups) are outside what duct does, so
 //! std was needed anyway; with std alone every shape goes through this one builder. Measured on
-//! the static x86_64 multicall binary, dropping duct (and its `shared_child`, `os_pipe` and
-//! `sigchld`) took the README's figure.
+//! the static x86_64 multicall binary, the change that dropped duct (and its `shared_child`,
+//! `os_pipe` and `sigchld`) took it from 1,487,280 to 1,450,352 bytes.
 
 mod detached;
 mod registry;
