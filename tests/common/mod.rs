@@ -39,7 +39,7 @@ pub fn tool_path(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.is_file(),
-        "{} is not built: run `make test` (or `cargo build --workspace`) first",
+        "{} is not built: run `make test` (or `cargo build --workspace --bins --features test-hooks`) first",
         path.display()
     );
     path
@@ -119,6 +119,57 @@ impl Cmd {
         let output = child.wait_with_output().expect("wait for tool");
         feeder.join().expect("stdin feeder");
         Run(output)
+    }
+}
+
+impl Cmd {
+    /// Like [`Cmd::run`], but a tool still running after `limit` is killed and the test fails:
+    /// a hang must fail its test, not stall the suite.
+    #[track_caller]
+    pub fn run_within(mut self, limit: Duration) -> Run {
+        use std::io::Read;
+        let mut child = self
+            .cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tool");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = std::mem::take(&mut self.stdin);
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let reader = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = reader(Box::new(child.stdout.take().expect("stdout")));
+        let stderr = reader(Box::new(child.stderr.take().expect("stderr")));
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for tool") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let out = stdout.join().unwrap_or_default();
+                panic!(
+                    "the tool did not finish within {limit:?} (killed); stdout so far:\n{}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Run(Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        })
     }
 }
 
