@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use shared::args;
 use shared::blockdev::{self, Disk, Lookup};
 use shared::stack_env::{self, Options, Output};
+use shared::wait::spec::Checked;
 use shared::{envfile, keystore};
 
 const TOOL: &str = "render-stack-env";
@@ -36,6 +38,13 @@ duplicates kept, comments dropped), the three keys, CRON_SECRET (snapshot builds
 computed variables. It is replaced atomically with mode 0600: on any error the previous file and
 the keys stay as they were. Key values are never printed, except into the output.
 
+Bad input: every input file (runtime.env, base.env, the build env file: at most 1 MiB; a key
+file: at most 4 KiB) must be a regular file; a device, FIFO or directory is refused before
+anything is read. The output and the key files are replaced only when missing or regular
+files: a device, FIFO, socket, directory or symbolic link in their place is refused, and
+symbolic links are not followed (give the real path). Concurrent runs agree on the keys: they
+are created under a lock on the key directory, never replacing a key another run wrote.
+
 With --output -, the file goes to stdout and nothing is mounted or written: the env files must be
 readable where they are. A missing key is replaced by a fresh one that is printed but not saved,
 and a note on stderr names its file.";
@@ -50,7 +59,8 @@ pub struct Args {
     pub device: Option<PathBuf>,
 
     /// The filesystem label of the configuration disk.
-    #[arg(long, value_name = "LABEL", default_value = stack_env::DEFAULT_LABEL)]
+    #[arg(long, value_name = "LABEL", default_value = stack_env::DEFAULT_LABEL,
+          value_parser = Checked(args::label))]
     pub label: String,
 
     #[command(flatten)]
