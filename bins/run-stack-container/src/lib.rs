@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use shared::args;
 use shared::blockdev::{self, Disk, Lookup};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
 use shared::hostfs::{self, HostFs};
 use shared::stack_container::{self, Options};
 use shared::stack_env::{self, Output};
+use shared::wait::spec::Checked;
 use shared::{envfile, keystore};
 
 const TOOL: &str = stack_container::TOOL;
@@ -79,7 +81,8 @@ pub struct Args {
     pub cfg_device: Option<PathBuf>,
 
     /// The filesystem label of the configuration disk.
-    #[arg(long, value_name = "LABEL", default_value = stack_env::DEFAULT_LABEL)]
+    #[arg(long, value_name = "LABEL", default_value = stack_env::DEFAULT_LABEL,
+          value_parser = Checked(args::label))]
     pub cfg_label: String,
 
     #[command(flatten)]
@@ -118,7 +121,8 @@ pub struct Args {
     pub docker: OsString,
 
     /// The container's name.
-    #[arg(long, value_name = "NAME", default_value = stack_container::DEFAULT_CONTAINER)]
+    #[arg(long, value_name = "NAME", default_value = stack_container::DEFAULT_CONTAINER,
+          value_parser = Checked(args::container))]
     pub name: String,
 
     /// The image to run.
@@ -134,6 +138,7 @@ impl Args {
                 tag: self.host_tag,
                 fs_type: self.host_fs_type,
                 options: self.host_options,
+                lock_file: hostfs::DEFAULT_LOCK_FILE.into(),
             },
             mount_host: !self.no_host_mount,
             env: stack_env::Options {
