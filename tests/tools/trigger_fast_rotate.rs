@@ -487,3 +487,31 @@ fn bad_flag_is_a_usage_error_and_nothing_runs() {
         .stderr_contains("unexpected argument '--contaner'");
     assert_eq!(fake.argv(), None);
 }
+
+/// Issue 10, T1: a container name is checked against docker's rule before docker runs, so it
+/// can never reach docker as an option.
+#[test]
+fn a_container_name_that_is_no_name_is_a_usage_error_and_nothing_runs() {
+    let fake = FakeDocker::new();
+    for name in ["--privileged", "", "-it", "a b", "_x", "stack;id"] {
+        fake.tool()
+            .arg(format!("--container={name}"))
+            .stdin(Secrets::new().input())
+            .run()
+            .code_is(2)
+            .stdout_is("")
+            .stderr_contains(&format!(
+                "invalid value '{name}' for '--container <NAME>': not a container name: a \
+                 container name is a letter or digit followed by letters, digits, '_', '.' and \
+                 '-' (docker's rule)"
+            ));
+        assert_eq!(fake.argv(), None, "{name:?}");
+    }
+    // Every name docker accepts still works.
+    fake.tool()
+        .arg("--container=stack-2.b_c")
+        .stdin(Secrets::new().input())
+        .run()
+        .success();
+    assert_eq!(fake.argv(), Some(originals_argv("stack-2.b_c")));
+}
