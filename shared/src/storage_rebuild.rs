@@ -228,7 +228,8 @@ pub struct Config {
     pub engine_timeout: Duration,
     pub progress_every: Duration,
     pub zero_fill: zero_fill::Config,
-    /// Exit with [`CRASH_EXIT`] right after this step's action, before it is recorded.
+    /// Exit with [`CRASH_EXIT`] right after this step's action, before it is recorded. Has no
+    /// effect unless built with the `test-hooks` feature (tests only).
     pub crash_after: Option<Step>,
 }
 
@@ -620,6 +621,7 @@ impl<W: Write> Rebuild<'_, W> {
             {
                 return Ok(code);
             }
+            #[cfg(feature = "test-hooks")]
             if self.config.crash_after == Some(step) {
                 return Err(Error::new(
                     format!("crash injected after step {step}"),
