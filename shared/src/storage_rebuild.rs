@@ -52,6 +52,7 @@ use crate::mounts;
 use crate::progress::{Io, io_bytes, mib};
 use crate::provision_log::ProvisionLog;
 use crate::signal::exit_status;
+use crate::small_file;
 use crate::wait::{self, Event, Options, Outcome, Probe, Target, seconds};
 use crate::zero_fill;
 
@@ -352,11 +353,12 @@ impl State {
 
     /// The state of a rebuild in progress, if the file exists.
     pub fn load(path: &Path) -> Result<Option<State>> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => State::parse(&path.display().to_string(), &text).map(Some),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(Error::new(format!("reading {}", path.display()), err)),
-        }
+        let Some(bytes) = small_file::read_optional(path, small_file::ENV_FILE_CAP)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::new(format!("reading {}", path.display()), "not UTF-8 text"))?;
+        State::parse(&path.display().to_string(), &text).map(Some)
     }
 
     fn save(&self, path: &Path) -> Result<()> {
