@@ -34,3 +34,6 @@ pub mod storage_rebuild;
 pub mod tail;
 pub mod wait;
 pub mod zero_fill;
+
+#[cfg(test)]
+mod proptests;
