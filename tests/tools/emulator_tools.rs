@@ -233,7 +233,14 @@ fn program_name_selects_the_tool() {
         .success()
         .stdout_is(format!("log-provision {}\n", env!("CARGO_PKG_VERSION")));
     let copy = dir.path().join("log-provision-stream");
-    std::fs::copy(multicall_path(), &copy).unwrap();
+    // Copied by cp, not by this process: a descriptor open for writing here could be inherited
+    // by a child another test forks meanwhile, and running the copy would fail with ETXTBSY.
+    let copied = Command::new("cp")
+        .arg(multicall_path())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     run_program(&copy, &["p"], &[], b"x\n")
         .success()
         .stdout_is("STACK_PROVISION: p: x\n");

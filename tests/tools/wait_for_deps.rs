@@ -185,7 +185,7 @@ fn bad_flags_and_environment_are_usage_errors() {
         (
             &[],
             &[("STACK_DEPS_CONTAINER", "-x")],
-            "(from the environment variable STACK_DEPS_CONTAINER): not a name",
+            "(from the environment variable STACK_DEPS_CONTAINER): not a container name",
         ),
     ];
     for (args, env, message) in cases {
