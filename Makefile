@@ -60,15 +60,20 @@ targets: toolchain
 	done
 
 # The suite drives the built binaries, so they are built first: the host's debug build of every
-# tool, and the static multicall binary of each target (compared under qemu, embedded in the
-# user-data the tests render).
+# tool, with the test hooks (feature test-hooks: provision-build's --test-panic-before,
+# slim-docker-image's STACK_SLIM_CRASH_AFTER), and the static multicall binary of each target,
+# without them, as `make` builds it (compared under qemu, embedded in the user-data the tests
+# render, and checked to hold no hook). The abort-hooks profile (Cargo.toml) is the multicall
+# binary with panic = "abort", as in the release build, and with the hooks.
+TEST_FEATURES := --features test-hooks
 test: prereqs targets
-	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins $(TEST_FEATURES)
+	$(CARGO) build $(CARGO_FLAGS) --profile abort-hooks -p $(MULTICALL) $(TEST_FEATURES)
 	@for t in $(TARGETS); do \
 	    echo "building $(MULTICALL) for $$t (release)"; \
 	    $(CARGO) build $(CARGO_FLAGS) --release --target $$t -p $(MULTICALL) || exit 1; \
 	done
-	$(CARGO) test $(CARGO_FLAGS) --workspace
+	$(CARGO) test $(CARGO_FLAGS) --workspace $(TEST_FEATURES)
 
 prereqs:
 	@sh tests/prereqs.sh
@@ -76,6 +81,7 @@ prereqs:
 lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 
 bench: prereqs
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins --release

@@ -2,10 +2,12 @@
 //!
 //! The original scripts read `STACK_*` variables (`STACK_DEPS_TIMEOUT`, `STACK_PROVISION_LOG_FILE`,
 //! …). The product is being renamed to Hexclave, so every such knob is also accepted as
-//! `HEXCLAVE_*`, and that spelling wins when both are set. This is the one place that rule lives:
-//! tools declare their arguments with clap's `env = "STACK_…"` and [`with_hexclave_env`] points
-//! each of them at the `HEXCLAVE_…` spelling when that one is present; code that reads a knob
-//! directly calls [`var_os`].
+//! `HEXCLAVE_*`, and that spelling wins when both are set. An empty variable counts as unset,
+//! under either name and for every knob, as the originals' `${STACK_X:-default}` had it: an
+//! empty `HEXCLAVE_X` leaves `STACK_X` in force, and when both are empty or unset the default
+//! applies. This is the one place that rule lives ([`lookup`]): tools declare their arguments
+//! with clap's `env = "STACK_…"` and [`with_hexclave_env`] points each of them at the name that
+//! [`lookup`] chose; code that reads a knob directly calls [`var_os`].
 //!
 //! Variables that the host or the container consume (the `STACK_EMULATOR_*` entries of the env
 //! files) are data, not knobs, and keep their one name.
@@ -24,11 +26,22 @@ pub fn hexclave_name(stack_name: &str) -> Option<String> {
         .map(|rest| format!("{NEW}{rest}"))
 }
 
-/// The value of a knob: `HEXCLAVE_<rest>` when it is set (even empty), else `STACK_<rest>`.
-pub fn var_os(stack_name: &str) -> Option<OsString> {
+/// The name and value of a knob: `HEXCLAVE_<rest>` when it is set and not empty, else
+/// `STACK_<rest>` when that is set and not empty, else `None`.
+pub fn lookup(stack_name: &str) -> Option<(String, OsString)> {
     hexclave_name(stack_name)
-        .and_then(std::env::var_os)
-        .or_else(|| std::env::var_os(stack_name))
+        .into_iter()
+        .chain(std::iter::once(stack_name.to_string()))
+        .find_map(|name| {
+            std::env::var_os(&name)
+                .filter(|value| !value.is_empty())
+                .map(|value| (name, value))
+        })
+}
+
+/// The value of a knob (see [`lookup`]); `None` when unset or empty under both names.
+pub fn var_os(stack_name: &str) -> Option<OsString> {
+    lookup(stack_name).map(|(_, value)| value)
 }
 
 /// Makes every argument of `cmd` that reads `STACK_X` read `HEXCLAVE_X` instead when that is
@@ -38,21 +51,26 @@ pub fn with_hexclave_env(cmd: Command) -> Command {
         .get_arguments()
         .filter_map(|arg| {
             let name = arg.get_env()?.to_str()?;
-            Some((arg.get_id().clone(), hexclave_name(name)?))
+            hexclave_name(name)?;
+            Some((arg.get_id().clone(), name.to_string()))
         })
         .collect();
     if knobs.is_empty() {
         return cmd;
     }
     let note = "Every STACK_* variable above is also read as HEXCLAVE_* (the product's new \
-                name); when both are set, the HEXCLAVE_* one wins.";
+                name); when both are set, the HEXCLAVE_* one wins. An empty variable counts as \
+                unset, under either name.";
     let help = match cmd.get_after_help() {
         Some(existing) => format!("{existing}\n\n{note}"),
         None => note.to_string(),
     };
     knobs
         .into_iter()
-        .filter(|(_, new)| std::env::var_os(new).is_some())
+        .filter_map(|(id, stack)| {
+            let (name, _) = lookup(&stack)?;
+            (name != stack).then_some((id, name))
+        })
         .fold(cmd.after_help(help), |cmd, (id, new)| {
             cmd.mut_arg(id, |arg| arg.env(new))
         })

@@ -35,9 +35,10 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The cargo features the suite's tool builds have on (`make test` builds with the same).
-pub const TOOL_FEATURES: &str = "";
+pub const TOOL_FEATURES: &str = "test-hooks";
 
-/// Builds every tool of the workspace into the profile folder this test binary came from.
+/// Builds every tool of the workspace, with [`TOOL_FEATURES`], into the profile folder this test
+/// binary came from; returns that folder.
 fn build_tools() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/tools-<hash> -> target/<profile>
@@ -46,44 +47,55 @@ fn build_tools() -> PathBuf {
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps")
         .to_path_buf();
-    let target = dir.parent().expect("target/<profile> has a parent");
     let profile = match dir.file_name().and_then(OsStr::to_str) {
         Some("debug") => "dev",
         Some(name) => name,
         None => panic!("no profile folder above {}", exe.display()),
     };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the workspace");
-    let mut cmd = Command::new(&cargo);
-    cmd.args([
-        "build",
-        "--quiet",
+    let built = cargo_build(&[
         "--workspace",
         "--bins",
         "--profile",
         profile,
-    ])
-    .arg("--target-dir")
-    .arg(target)
-    .current_dir(workspace)
-    .stdin(Stdio::null());
-    if !TOOL_FEATURES.is_empty() {
-        cmd.args(["--features", TOOL_FEATURES]);
+        "--features",
+        TOOL_FEATURES,
+    ]);
+    if let Err(why) = built {
+        panic!("{why}; run `make test` to see why");
     }
-    let status = cmd.status().unwrap_or_else(|e| {
-        panic!(
-            "running {} to build the tools: {e}; run `make test` (or `cargo build --workspace \
-             --bins`) first",
-            Path::new(&cargo).display()
-        )
-    });
-    assert!(
-        status.success(),
-        "building the tools failed ({status}): run `cargo build --workspace --bins` to see why"
-    );
     dir
+}
+
+/// `cargo build --quiet ARGS…` in this workspace and its target directory, as `make test` runs
+/// the same builds (a no-op right after it). The error says which build failed.
+pub fn cargo_build(args: &[&str]) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the test binary's path: {e}"))?;
+    // target/<profile>/deps/tools-<hash> -> target
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .ok_or_else(|| format!("no target directory above {}", exe.display()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace");
+    let status = Command::new(&cargo)
+        .args(["build", "--quiet"])
+        .args(args)
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(workspace)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("running {}: {e}", Path::new(&cargo).display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`cargo build {}` failed ({status})",
+            args.join(" ")
+        ))
+    }
 }
 
 /// The path of a built tool; panics with the command to run when it is missing.
@@ -91,7 +103,7 @@ pub fn tool_path(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.is_file(),
-        "{} is not built: run `make test` (or `cargo build --workspace`) first",
+        "{} is not built: run `make test` (or `cargo build --workspace --bins --features test-hooks`) first",
         path.display()
     );
     path
@@ -171,6 +183,57 @@ impl Cmd {
         let output = child.wait_with_output().expect("wait for tool");
         feeder.join().expect("stdin feeder");
         Run(output)
+    }
+}
+
+impl Cmd {
+    /// Like [`Cmd::run`], but a tool still running after `limit` is killed and the test fails:
+    /// a hang must fail its test, not stall the suite.
+    #[track_caller]
+    pub fn run_within(mut self, limit: Duration) -> Run {
+        use std::io::Read;
+        let mut child = self
+            .cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tool");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = std::mem::take(&mut self.stdin);
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let reader = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = reader(Box::new(child.stdout.take().expect("stdout")));
+        let stderr = reader(Box::new(child.stderr.take().expect("stderr")));
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for tool") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let out = stdout.join().unwrap_or_default();
+                panic!(
+                    "the tool did not finish within {limit:?} (killed); stdout so far:\n{}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Run(Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        })
     }
 }
 

@@ -64,28 +64,7 @@ pub fn musl_built(triple: &str) -> (bool, String) {
 
 /// `cargo build --release --target TRIPLE -p emulator-tools`, as `make test` runs it.
 fn build_release(triple: &str) -> Result<(), String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            triple,
-            "-p",
-            MULTICALL,
-        ])
-        .arg("--target-dir")
-        .arg(target_dir())
-        .current_dir(workspace())
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("running cargo: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("cargo build for {triple} failed ({status})"))
-    }
+    cargo_build(&["--release", "--target", triple, "-p", MULTICALL])
 }
 
 /// Runs `program` with `args`, `stdin` and extra environment, the provision-log knobs cleared.
@@ -273,7 +252,14 @@ fn program_name_selects_the_tool() {
         .success()
         .stdout_is(format!("log-provision {}\n", env!("CARGO_PKG_VERSION")));
     let copy = dir.path().join("log-provision-stream");
-    std::fs::copy(multicall_path(), &copy).unwrap();
+    // Copied by cp, not by this process: a descriptor open for writing here could be inherited
+    // by a child another test forks meanwhile, and running the copy would fail with ETXTBSY.
+    let copied = Command::new("cp")
+        .arg(multicall_path())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     run_program(&copy, &["p"], &[], b"x\n")
         .success()
         .stdout_is("STACK_PROVISION: p: x\n");
@@ -600,4 +586,119 @@ fn aarch64_build_under_qemu_matches_the_x86_64_build() {
         checked += 1;
     }
     assert_eq!(checked, cases.len());
+}
+
+/// Issue 10, E1: the links are made before the report is written, so a report that cannot be
+/// written (stdout on a full disk) costs no link.
+#[test]
+fn install_makes_every_link_even_when_stdout_fails() {
+    require!(Path::new("/dev/full").exists(), "/dev/full");
+    let dir = scratch();
+    let links = dir.path().join("bin");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(tool_path("emulator-tools"))
+        .arg("--install")
+        .arg(&links)
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "emulator-tools: writing the report (every link was made): No space left on device (os \
+         error 28)\n"
+    );
+    let list = tool("emulator-tools").arg("--list").run();
+    for name in list.stdout_str().lines() {
+        assert_eq!(
+            std::fs::read_link(links.join(name)).unwrap(),
+            tool_path("emulator-tools").canonicalize().unwrap(),
+            "{name}"
+        );
+    }
+}
+
+/// Issue 10, E2: an install directory that is a file, a dangling link or a loop of links is
+/// named as such.
+#[test]
+fn install_names_what_is_in_the_way_of_the_directory() {
+    let dir = scratch();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "x").unwrap();
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    let (a, b) = (dir.path().join("loop-a"), dir.path().join("loop-b"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    for (path, why) in [
+        (
+            file.clone(),
+            "it is a regular file, not a directory; name a directory (it is created when \
+             missing)"
+                .to_string(),
+        ),
+        (
+            dangling.clone(),
+            format!(
+                "it is a symbolic link to {}, which does not exist; create that directory or \
+                 name another",
+                dir.path().join("nowhere").display()
+            ),
+        ),
+        (
+            a.clone(),
+            "Too many levels of symbolic links (os error 40)".to_string(),
+        ),
+    ] {
+        tool("emulator-tools")
+            .arg("--install")
+            .arg(&path)
+            .run()
+            .code_is(1)
+            .stdout_is("")
+            .stderr_is(format!(
+                "emulator-tools: installing into {}: {why}\n",
+                path.display()
+            ));
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+    assert!(!dir.path().join("nowhere").exists());
+}
+
+/// The binaries `make` embeds in the user-data hold no test hook: the hidden flag and
+/// variable exist only in builds with the `test-hooks` feature.
+#[test]
+fn release_multicall_binaries_hold_no_test_hook() {
+    let target = bin_dir()
+        .parent()
+        .expect("the binaries are in target/<profile>")
+        .to_path_buf();
+    // target/<triple>/release (make, make test) and target/release (make bench).
+    let mut found: Vec<PathBuf> = Some(target.join("release/emulator-tools"))
+        .filter(|p| p.is_file())
+        .into_iter()
+        .collect();
+    for entry in std::fs::read_dir(&target).unwrap().flatten() {
+        let binary = entry.path().join("release/emulator-tools");
+        if binary.is_file() {
+            found.push(binary);
+        }
+    }
+    require!(
+        !found.is_empty(),
+        "a release build of emulator-tools (make test builds one per target)"
+    );
+    for binary in found {
+        let bytes = std::fs::read(&binary).unwrap();
+        for hook in ["test-panic-before", "SLIM_CRASH_AFTER"] {
+            assert!(
+                memchr::memmem::find(&bytes, hook.as_bytes()).is_none(),
+                "{} holds {hook}",
+                binary.display()
+            );
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! log-provision: the exact bytes on stdout and in the log file.
 
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -176,4 +178,82 @@ fn concurrent_writers_never_interleave_inside_a_line() {
     }
     assert_eq!(seen, vec![LINES; WRITERS]);
     assert_eq!(singles, 50);
+}
+
+/// `mkfifo` at `path`, mode 0600.
+pub(super) fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Issue 10, L1: an empty HEXCLAVE_* leaves the STACK_* spelling in force.
+#[test]
+fn an_empty_hexclave_log_file_variable_counts_as_unset() {
+    let dir = scratch();
+    let log = dir.path().join("a.log");
+    tool("log-provision")
+        .arg("x")
+        .env("STACK_PROVISION_LOG_FILE", &log)
+        .env("HEXCLAVE_PROVISION_LOG_FILE", "")
+        .run()
+        .success()
+        .stdout_is("STACK_PROVISION: x\n")
+        .stderr_is("");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "x\n");
+}
+
+/// Issue 10, L2: a FIFO (or any file that is not a regular file) never blocks; stdout comes
+/// first, then the error and exit 1. The FIFO is left as it was.
+#[test]
+fn a_log_path_that_is_not_a_regular_file_is_an_error_after_stdout() {
+    let dir = scratch();
+    let fifo = dir.path().join("f");
+    mkfifo(&fifo);
+    for log in [
+        fifo.as_path(),
+        std::path::Path::new("/dev/null"),
+        dir.path(),
+    ] {
+        let kind = if log == fifo {
+            "a FIFO"
+        } else if log == dir.path() {
+            "a directory"
+        } else {
+            "a character device"
+        };
+        let run = tool("log-provision")
+            .arg("marker")
+            .env("STACK_PROVISION_LOG_FILE", log)
+            .run_within(Duration::from_secs(10));
+        run.code_is(1)
+            .stdout_is("STACK_PROVISION: marker\n")
+            .stderr_is(format!(
+                "log-provision: opening {}: it is {kind}, not a regular file; \
+                 STACK_PROVISION_LOG_FILE must name a regular file (or be empty)\n",
+                log.display()
+            ));
+    }
+    // With a reader on the FIFO, opening it succeeds: still refused, nothing written into it.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    tool("log-provision")
+        .arg("marker")
+        .env("STACK_PROVISION_LOG_FILE", &fifo)
+        .run_within(Duration::from_secs(10))
+        .code_is(1)
+        .stdout_is("STACK_PROVISION: marker\n")
+        .stderr_contains("it is a FIFO, not a regular file");
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut reader, &mut got);
+    assert_eq!(got, b"");
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
 }

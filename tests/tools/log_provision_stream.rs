@@ -198,3 +198,94 @@ fn help_states_the_cap() {
         run.stdout_str()
     );
 }
+
+/// Issue 10, S1: a stop signal logs the partial line held so far, then exits 128+N.
+#[test]
+fn a_stop_signal_logs_the_partial_line_first() {
+    for (signal, code) in [
+        (libc::SIGTERM, 143),
+        (libc::SIGINT, 130),
+        (libc::SIGHUP, 129),
+    ] {
+        let dir = scratch();
+        let log = dir.path().join("provision.log");
+        let mut child = tool("log-provision-stream")
+            .arg("p")
+            .env("STACK_PROVISION_LOG_FILE", &log)
+            .cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"line1\npartial").unwrap();
+        stdin.flush().unwrap();
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read(&log).is_ok_and(|l| l == b"p: line1\n")
+        });
+        // The partial line has reached the tool (it is read in the same chunk or the next).
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: kill(2) on our own unreaped child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        assert_eq!(out.status.code(), Some(code), "signal {signal}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "STACK_PROVISION: p: line1\nSTACK_PROVISION: p: partial\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "p: line1\np: partial\n"
+        );
+    }
+}
+
+/// Issue 10, S2: on a full file system the log keeps whole lines only, so the next line
+/// appended (a failure marker) starts a line of its own.
+#[test]
+fn a_full_file_system_never_leaves_a_partial_line() {
+    require!(
+        crate::common::sandbox::available(),
+        "root, unshare and nsenter (util-linux)"
+    );
+    let s = crate::common::sandbox::Sandbox::new();
+    let small = s.path("small");
+    std::fs::create_dir(&small).unwrap();
+    s.ok(
+        "mount",
+        [
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "-o".as_ref(),
+            "size=16k".as_ref(),
+            "hexclave-small".as_ref(),
+            small.as_os_str(),
+        ],
+    );
+    let log = small.join("provision.log");
+    let input: String = (1..=5000).map(|n| format!("{n}\n")).collect();
+    let run = s
+        .tool("log-provision-stream")
+        .arg("p")
+        .env("STACK_PROVISION_LOG_FILE", &log)
+        .stdin(input)
+        .run();
+    run.code_is(1).stderr_contains(&format!(
+        "log-provision-stream: writing to {}: ",
+        log.display()
+    ));
+    // Every line reached stdout.
+    assert_eq!(run.stdout_str().lines().count(), 5000);
+    let text = String::from_utf8(s.ok("cat", [&log]).into_bytes()).unwrap();
+    assert!(!text.is_empty());
+    assert!(
+        text.ends_with('\n'),
+        "a partial last line: {:?}",
+        &text[text.len() - 20..]
+    );
+    for (i, line) in text.lines().enumerate() {
+        assert_eq!(line, format!("p: {}", i + 1));
+    }
+}

@@ -276,3 +276,42 @@ fn bad_flag_is_a_usage_error() {
         .stdout_is("")
         .stderr_contains("unexpected argument '--post-resumee'");
 }
+
+/// Issue 10, M1: concurrent runs on one mount point serialise on the lock and leave exactly
+/// one bind and one mount.
+#[test]
+fn concurrent_runs_leave_one_bind_and_one_mount() {
+    require!(can_unshare(), NO_NS);
+    for trial in 0..10 {
+        let ns = MountNs::new();
+        let host = ns.base.join("host");
+        let lock = ns.sandbox.path("mount-host-fs.lock");
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                let mut cmd = ns.sandbox.command(tool_path(TOOL));
+                cmd.arg("--mount-point")
+                    .arg(&host)
+                    .args(["--fs-type", "tmpfs", "--options", "size=1m"])
+                    .arg("--lock-file")
+                    .arg(&lock)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        for child in children {
+            let run = Run(child.wait_with_output().unwrap());
+            run.success().stdout_is("").stderr_is("");
+        }
+        let mounts = ns.mounts_at(&host);
+        assert_eq!(
+            mounts.len(),
+            2,
+            "trial {trial}: one bind, one mount: {mounts:?}"
+        );
+        assert_eq!(
+            (mounts[0].source.as_str(), mounts[1].source.as_str()),
+            ("hexclave-scratch", "hostfs")
+        );
+    }
+}

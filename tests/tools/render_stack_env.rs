@@ -125,6 +125,15 @@ impl Setup {
             .run()
     }
 
+    /// [`Setup::run`], killed and failed when it takes longer than `limit`.
+    fn run_within(&self, limit: std::time::Duration) -> Run {
+        self.cmd()
+            .arg("--no-mount")
+            .arg("--output")
+            .arg(self.output())
+            .run_within(limit)
+    }
+
     fn output_text(&self) -> String {
         std::fs::read_to_string(self.output()).unwrap()
     }
@@ -933,4 +942,296 @@ fn unprobed_filesystem_is_mounted_through_the_kernel_type_list() {
     );
     assert_mounted_read_only(&run, "squashfs", &device.0);
     assert_eq!(setup.output_text(), expected_env());
+}
+
+/// `mkfifo` at `path`, mode 0600.
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+fn file_type(path: &Path) -> std::fs::FileType {
+    std::fs::symlink_metadata(path).unwrap().file_type()
+}
+
+/// Issue 10, R1: an output that exists and is not a regular file is refused and left alone,
+/// and no key is created for a run that cannot write its output.
+#[test]
+fn an_output_that_is_not_a_regular_file_is_refused_and_left_alone() {
+    use std::os::unix::fs::FileTypeExt;
+    let setup = Setup::new();
+    let fifo = setup.path("fifo");
+    mkfifo(&fifo);
+    let link = setup.path("link");
+    std::fs::write(setup.path("real.env"), "kept\n").unwrap();
+    std::os::unix::fs::symlink(setup.path("real.env"), &link).unwrap();
+    let proc_link = setup.path("to-stdout");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &proc_link).unwrap();
+    let dir = setup.path("a-directory");
+    std::fs::create_dir(&dir).unwrap();
+    let mut cases = vec![
+        (fifo.clone(), "a FIFO", ""),
+        (
+            link.clone(),
+            "a symbolic link",
+            ": symbolic links are not followed",
+        ),
+        (
+            proc_link.clone(),
+            "a symbolic link",
+            ": symbolic links are not followed",
+        ),
+        (dir.clone(), "a directory", ""),
+    ];
+    let node = setup.path("mynull");
+    if is_root() {
+        let c = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path; makes a character device 1:3 (/dev/null's numbers).
+        let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+        assert_eq!(rc, 0, "mknod");
+        cases.push((node.clone(), "a character device", ""));
+    }
+    for (output, kind, note) in &cases {
+        setup
+            .cmd()
+            .arg("--no-mount")
+            .arg("--output")
+            .arg(output)
+            .run_within(std::time::Duration::from_secs(10))
+            .code_is(1)
+            .stdout_is("")
+            .stderr_is(format!(
+                "{TOOL}: writing {}: it exists and is {kind}, not a regular file; refusing to \
+                 replace it (remove it, or name a regular file{note})\n",
+                output.display()
+            ));
+    }
+    assert!(file_type(&fifo).is_fifo());
+    assert!(file_type(&link).is_symlink() && file_type(&proc_link).is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(setup.path("real.env")).unwrap(),
+        "kept\n"
+    );
+    assert!(file_type(&dir).is_dir());
+    if is_root() {
+        assert!(file_type(&node).is_char_device());
+    }
+    assert!(
+        !setup.keys().exists(),
+        "no key is created for an output that cannot be written"
+    );
+    setup.assert_no_temp_files();
+}
+
+/// Issue 10, R2 and R3: inputs are read with a size cap and must be regular files, so a device,
+/// a FIFO or a huge file is refused at once instead of hanging or eating memory.
+#[test]
+fn inputs_must_be_small_regular_files() {
+    let limit = std::time::Duration::from_secs(10);
+    let setup = Setup::seeded();
+    let before = setup.state();
+    let refused = |flag: &str, path: &Path, why: &str| {
+        let mut inputs = [
+            ("--runtime-env", setup.runtime()),
+            ("--base-env", setup.base()),
+            ("--build-env", setup.build_env()),
+        ];
+        for input in inputs.iter_mut().filter(|(f, _)| *f == flag) {
+            input.1 = path.to_path_buf();
+        }
+        inputs
+            .iter()
+            .fold(tool(TOOL), |cmd, (f, p)| cmd.arg(f).arg(p))
+            .arg("--key-dir")
+            .arg(setup.keys())
+            .arg("--no-mount")
+            .arg("--output")
+            .arg(setup.output())
+            .run_within(limit)
+            .code_is(1)
+            .stdout_is("")
+            .stderr_is(format!("{TOOL}: reading {}: {why}\n", path.display()));
+    };
+    // A sparse 512 MiB file: refused after 1 MiB, not read whole.
+    let sparse = setup.path("sparse.env");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    let too_large = "larger than 1048576 bytes, which no file of this kind is; check the path";
+    refused("--base-env", &sparse, too_large);
+    refused("--build-env", &sparse, too_large);
+    let fifo = setup.path("fifo.env");
+    mkfifo(&fifo);
+    let fifo_why = "it is a FIFO, not a regular file; give the path of a regular file";
+    refused("--base-env", &fifo, fifo_why);
+    refused("--runtime-env", &fifo, fifo_why);
+    refused("--build-env", &fifo, fifo_why);
+    let zero = Path::new("/dev/zero");
+    let device = "it is a character device, not a regular file; give the path of a regular file";
+    refused("--base-env", zero, device);
+    refused("--build-env", zero, device);
+    assert_eq!(setup.state(), before);
+    assert!(!setup.output().exists());
+
+    // A key file that is a FIFO, or a link to a device: named, never read.
+    let pck = setup.keys().join("internal-pck");
+    for replacement in ["fifo", "/dev/zero", "/dev/urandom"] {
+        std::fs::remove_file(&pck).unwrap();
+        if replacement == "fifo" {
+            mkfifo(&pck);
+        } else {
+            std::os::unix::fs::symlink(replacement, &pck).unwrap();
+        }
+        let why = if replacement == "fifo" {
+            fifo_why
+        } else {
+            device
+        };
+        setup
+            .run_within(limit)
+            .code_is(1)
+            .stderr_is(format!("{TOOL}: reading {}: {why}\n", pck.display()));
+    }
+    // A key file larger than 4 KiB.
+    std::fs::remove_file(&pck).unwrap();
+    std::fs::write(&pck, vec![b'a'; 4097]).unwrap();
+    setup.run_within(limit).code_is(1).stderr_is(format!(
+        "{TOOL}: reading {}: larger than 4096 bytes, which no file of this kind is; check the path\n",
+        pck.display()
+    ));
+    assert!(!setup.output().exists());
+}
+
+/// Issue 10, R4: concurrent first runs on an empty key directory all write the keys that end up
+/// in the key files.
+#[test]
+fn concurrent_first_runs_agree_on_the_keys() {
+    for _trial in 0..10 {
+        let setup = Setup::new();
+        std::fs::create_dir_all(setup.keys()).unwrap();
+        let runs: Vec<_> = (0..8)
+            .map(|i| {
+                setup
+                    .cmd()
+                    .arg("--no-mount")
+                    .arg("--output")
+                    .arg(setup.path(&format!("run/out-{i}.env")))
+                    .cmd
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in runs {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let key = |file: &str| {
+            std::fs::read_to_string(setup.keys().join(file))
+                .unwrap()
+                .trim_end()
+                .to_string()
+        };
+        let (pck, ssk, sak) = (
+            key("internal-pck"),
+            key("internal-ssk"),
+            key("internal-sak"),
+        );
+        for i in 0..8 {
+            let text = std::fs::read_to_string(setup.path(&format!("run/out-{i}.env"))).unwrap();
+            for (name, value) in [
+                ("STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY", &pck),
+                ("STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY", &ssk),
+                ("STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY", &sak),
+            ] {
+                assert!(
+                    text.contains(&format!("\n{name}={value}\n")),
+                    "run {i}'s {name} is not the key file's"
+                );
+            }
+        }
+        setup.assert_no_temp_files();
+    }
+}
+
+/// Issue 10, R5: running out of space while creating the keys leaves the key directory as it
+/// was (a tmpfs with room for one key file).
+#[test]
+fn no_space_for_the_keys_leaves_the_key_directory_as_it_was() {
+    require!(
+        crate::common::sandbox::available(),
+        "root, unshare and nsenter (util-linux)"
+    );
+    let setup = Setup::new();
+    let s = sandbox::Sandbox::new();
+    std::fs::create_dir_all(setup.keys()).unwrap();
+    s.ok(
+        "mount",
+        [
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "-o".as_ref(),
+            "size=4k,mode=0700".as_ref(),
+            "hexclave-keys".as_ref(),
+            setup.keys().as_os_str(),
+        ],
+    );
+    let run = s
+        .tool(TOOL)
+        .arg("--no-mount")
+        .arg("--runtime-env")
+        .arg(setup.runtime())
+        .arg("--base-env")
+        .arg(setup.base())
+        .arg("--build-env")
+        .arg(setup.build_env())
+        .arg("--key-dir")
+        .arg(setup.keys())
+        .arg("--output")
+        .arg(setup.output())
+        .run();
+    run.code_is(1).stderr_contains("No space left on device");
+    assert!(
+        run.stderr_str().starts_with(&format!(
+            "{TOOL}: writing {}/internal-",
+            setup.keys().display()
+        )),
+        "{}",
+        run.stderr_str()
+    );
+    assert_eq!(s.ok("ls", ["-A".as_ref(), setup.keys().as_os_str()]), "");
+    assert!(!setup.output().exists());
+}
+
+/// Issue 10, R6: an empty label (or one that names another file) is a usage error.
+#[test]
+fn a_label_that_is_no_label_is_a_usage_error() {
+    let setup = Setup::seeded();
+    let by_label = setup.path("by-label");
+    std::fs::create_dir_all(&by_label).unwrap();
+    for label in ["", ".", "..", "a/b"] {
+        setup
+            .cmd()
+            .arg("--by-label-dir")
+            .arg(&by_label)
+            .arg("--label")
+            .arg(label)
+            .arg("--output")
+            .arg(setup.output())
+            .run()
+            .code_is(2)
+            .stderr_contains(&format!(
+                "invalid value '{label}' for '--label <LABEL>': not a filesystem label: it must \
+                 not be empty, '.', '..' or hold a '/'"
+            ));
+    }
+    assert!(!setup.output().exists());
 }

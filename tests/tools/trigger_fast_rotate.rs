@@ -744,3 +744,31 @@ fn both_spellings_reach_the_fake_emulators_rotate_secrets() {
         .stderr_is("");
     assert_eq!(secret_lines(&record()), secrets.under_both_names());
 }
+
+/// Issue 10, T1: a container name is checked against docker's rule before docker runs, so it
+/// can never reach docker as an option.
+#[test]
+fn a_container_name_that_is_no_name_is_a_usage_error_and_nothing_runs() {
+    let fake = FakeDocker::new();
+    for name in ["--privileged", "", "-it", "a b", "_x", "stack;id"] {
+        fake.tool()
+            .arg(format!("--container={name}"))
+            .stdin(Secrets::new().input())
+            .run()
+            .code_is(2)
+            .stdout_is("")
+            .stderr_contains(&format!(
+                "invalid value '{name}' for '--container <NAME>': not a container name: a \
+                 container name is a letter or digit followed by letters, digits, '_', '.' and \
+                 '-' (docker's rule)"
+            ));
+        assert_eq!(fake.argv(), None, "{name:?}");
+    }
+    // Every name docker accepts still works.
+    fake.tool()
+        .arg("--container=stack-2.b_c")
+        .stdin(Secrets::new().input())
+        .run()
+        .success();
+    assert_eq!(fake.argv(), Some(argv_with_both_names("stack-2.b_c")));
+}

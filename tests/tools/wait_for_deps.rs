@@ -185,7 +185,7 @@ fn bad_flags_and_environment_are_usage_errors() {
         (
             &[],
             &[("STACK_DEPS_CONTAINER", "-x")],
-            "(from the environment variable STACK_DEPS_CONTAINER): not a name",
+            "(from the environment variable STACK_DEPS_CONTAINER): not a container name",
         ),
     ];
     for (args, env, message) in cases {
@@ -672,4 +672,100 @@ fn diagnostics_show_the_deps_container_from_a_real_docker_engine() {
     for line in [one, two, three] {
         assert!(header < line && line < probes, "{lines:#?}");
     }
+}
+
+/// Issue 10, L1: an empty HEXCLAVE_DEPS_TIMEOUT counts as unset: STACK_DEPS_TIMEOUT applies.
+#[test]
+fn an_empty_hexclave_knob_leaves_the_stack_one_in_force() {
+    let refusing = ClosedPort::new();
+    let deps = Deps::ready();
+    let run = quick()
+        .args(deps.args())
+        .args([
+            "--target",
+            &format!("postgres=tcp://127.0.0.1:{}", refusing.port),
+        ])
+        .env("HEXCLAVE_DEPS_TIMEOUT", "")
+        .env("STACK_DEPS_TIMEOUT", "1")
+        .run_within(Duration::from_secs(20));
+    run.code_is(1);
+    let lines = lines(&run);
+    assert_eq!(lines[0], "wait-for-deps: starting dep wait (timeout=1s)");
+}
+
+/// Issue 10, L2: a log file that is a FIFO neither blocks nor stalls the wait past its
+/// deadline: the lines still reach stdout, and the error comes after them.
+#[test]
+fn a_fifo_log_file_never_stalls_the_wait() {
+    let dir = scratch();
+    let fifo = dir.path().join("f");
+    super::log_provision::mkfifo(&fifo);
+    let refusing = ClosedPort::new();
+    let deps = Deps::ready();
+    let start = Instant::now();
+    let run = quick()
+        .args(deps.args())
+        .args([
+            "--target",
+            &format!("postgres=tcp://127.0.0.1:{}", refusing.port),
+            "--timeout",
+            "1",
+        ])
+        .env("STACK_PROVISION_LOG_FILE", &fifo)
+        .run_within(Duration::from_secs(20));
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    run.code_is(1).stderr_is(format!(
+        "wait-for-deps: opening {}: it is a FIFO, not a regular file; STACK_PROVISION_LOG_FILE \
+         must name a regular file (or be empty)\n",
+        fifo.display()
+    ));
+    let lines = lines(&run);
+    assert_eq!(lines[0], "wait-for-deps: starting dep wait (timeout=1s)");
+    assert!(lines.contains(
+        &"wait-for-deps: TIMEOUT waiting for postgres after 1s (hard cap 1s)".to_string()
+    ));
+}
+
+/// Issue 10, W1: `--timeout 0` gives one attempt, bounded by --attempt-timeout, and the
+/// TIMEOUT line reports the time that really passed.
+#[test]
+fn a_zero_timeout_reports_the_real_time_of_its_one_attempt() {
+    let deps = Deps {
+        clickhouse: Server::always(Reply::Silent),
+        ..Deps::ready()
+    };
+    let start = Instant::now();
+    let run = quick()
+        .args(deps.args())
+        .args(["--timeout", "0", "--attempt-timeout", "2"])
+        .run_within(Duration::from_secs(20));
+    let took = start.elapsed();
+    run.code_is(1);
+    let lines = lines(&run);
+    assert_eq!(
+        count(
+            &lines,
+            "wait-for-deps: TIMEOUT waiting for clickhouse after 2s (hard cap 0s)"
+        ),
+        1,
+        "{lines:#?}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+/// Issue 10, W2: a URL with user information is refused as such, without repeating it.
+#[test]
+fn a_target_with_user_information_says_so() {
+    let run = quick()
+        .args(["--target", "x=http://user:pw@127.0.0.1:41029/"])
+        .run();
+    run.code_is(2).stderr_contains(
+        "'http://...': user information (USER:PASSWORD@) is not supported in a target; give \
+         HOST:PORT only",
+    );
+    assert!(!run.stderr_str().contains("IPv6"), "{}", run.stderr_str());
 }

@@ -28,8 +28,12 @@ pub enum Outcome {
     Refused,
 }
 
-/// Links every name in `names` in `dir` to `target`, reporting each outcome on `out` (and each
-/// refusal on `err`). Returns the outcomes, in the order of `names`.
+/// Links every name in `names` in `dir` to `target`, then reports each outcome on `out` (and
+/// each refusal on `err`). Returns the outcomes, in the order of `names`.
+///
+/// Every link is made before a word of the report is written, so a report that cannot be
+/// written (stdout on a full disk, or a pipe closed early by `| head -1`) costs no link: it is an
+/// error only after the work is done.
 pub fn install<'a>(
     dir: &Path,
     target: &Path,
@@ -38,16 +42,19 @@ pub fn install<'a>(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> Result<Vec<Outcome>, Error> {
-    let report = |e: io::Error| Error::new("writing the report", e);
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
-        writeln!(out, "created directory {}", dir.display()).map_err(report)?;
-    }
-    let mut outcomes = Vec::new();
+    let created_dir = prepare_dir(dir)?;
+    let mut done = Vec::new();
     for name in names {
         let link = dir.join(name);
         let outcome = link_one(&link, target)?;
-        match &outcome {
+        done.push((link, outcome));
+    }
+    let report = |e: io::Error| Error::new("writing the report (every link was made)", e);
+    if created_dir {
+        writeln!(out, "created directory {}", dir.display()).map_err(report)?;
+    }
+    for (link, outcome) in &done {
+        match outcome {
             Outcome::Created => writeln!(out, "created {} -> {}", link.display(), target.display()),
             Outcome::Kept => writeln!(out, "kept {} -> {}", link.display(), target.display()),
             Outcome::Replaced { was } => writeln!(
@@ -65,10 +72,41 @@ pub fn install<'a>(
             ),
         }
         .map_err(report)?;
-        outcomes.push(outcome);
     }
     out.flush().map_err(report)?;
-    Ok(outcomes)
+    Ok(done.into_iter().map(|(_, outcome)| outcome).collect())
+}
+
+/// Makes sure `dir` is a directory, creating it (and its parents) when nothing is there.
+/// Returns whether it was created. Anything else in the way is named: a file, a dangling
+/// symbolic link, a loop of links.
+fn prepare_dir(dir: &Path) -> Result<bool, Error> {
+    let what = || format!("installing into {}", dir.display());
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(false),
+        Ok(meta) => Err(Error::new(
+            what(),
+            format!(
+                "it is {}, not a directory; name a directory (it is created when missing)",
+                shared::os::atomic::kind_of(meta.file_type())
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Ok(points_at) = std::fs::read_link(dir) {
+                return Err(Error::new(
+                    what(),
+                    format!(
+                        "it is a symbolic link to {}, which does not exist; create that \
+                         directory or name another",
+                        points_at.display()
+                    ),
+                ));
+            }
+            std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+            Ok(true)
+        }
+        Err(e) => Err(Error::new(what(), e)),
+    }
 }
 
 fn link_one(link: &Path, target: &Path) -> Result<Outcome, Error> {
@@ -115,6 +153,29 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    /// A writer that always fails, as stdout does on a full disk.
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::StorageFull))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn links_are_made_even_when_the_report_cannot_be_written() {
+        let dir = scratch();
+        let target = Path::new("/opt/multicall");
+        let err = install(&dir, target, ["a", "b"], "t", &mut Full, &mut Full).unwrap_err();
+        assert_eq!(err.what(), "writing the report (every link was made)");
+        assert_eq!(std::fs::read_link(dir.join("a")).unwrap(), target);
+        assert_eq!(std::fs::read_link(dir.join("b")).unwrap(), target);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

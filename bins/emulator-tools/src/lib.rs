@@ -32,7 +32,10 @@ const MULTICALL: &str = "emulator-tools";
 /// --install DIR creates one symbolic link per tool in DIR, pointing at this binary (DIR is
 /// created when missing). It can be run again: a link already pointing here is kept, a link
 /// pointing elsewhere is replaced, and a file that is not a link is left alone and reported
-/// (exit status 1). Each name is reported on stdout as created, kept or replaced.
+/// (exit status 1). Each name is reported on stdout as created, kept or replaced, after every
+/// link was made: a report that cannot be written (a full disk, a closed pipe) is an error, but
+/// costs no link. DIR must be a directory or missing; a file, a dangling symbolic link or a loop
+/// of links in its place is named as such.
 #[derive(Parser)]
 #[command(name = MULTICALL, version, arg_required_else_help = true)]
 #[command(override_usage = "emulator-tools TOOL [ARGS]...\n       \

@@ -47,6 +47,7 @@ use shared::log::ProvisionLog;
 use shared::os::atomic;
 use shared::os::blockdev::{Disk, Mounted};
 use shared::os::signal;
+use shared::os::small_file;
 use shared::process::{self, Program};
 use shared::wait::{self, Answer, Event, Outcome, Probe, Target};
 
@@ -291,11 +292,11 @@ pub fn read_checksum(image: &Path) -> Result<Option<[u8; 32]>> {
     let mut path = image.as_os_str().to_owned();
     path.push(CHECKSUM_SUFFIX);
     let path = PathBuf::from(path);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(Error::new(format!("reading {}", path.display()), err)),
+    let Some(bytes) = small_file::read_optional(&path, small_file::ENV_FILE_CAP)? else {
+        return Ok(None);
     };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::new(format!("reading {}", path.display()), "not UTF-8 text"))?;
     let name = image
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -711,7 +712,7 @@ pub fn copy_if_present(src: &Path, dest: &Path) -> Result<bool> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(err) => return Err(Error::new(format!("reading {}", src.display()), err)),
     }
-    let contents = std::fs::read(src).context(|| format!("reading {}", src.display()))?;
+    let contents = small_file::read(src, small_file::ENV_FILE_CAP)?;
     atomic::write(dest, &contents, COPY_MODE)?;
     Ok(true)
 }

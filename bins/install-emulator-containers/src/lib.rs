@@ -57,7 +57,8 @@ pub struct Args {
     pub device: Option<PathBuf>,
 
     /// The filesystem label of the bundle disk.
-    #[arg(long, value_name = "LABEL", default_value = install::DEFAULT_LABEL)]
+    #[arg(long, value_name = "LABEL", default_value = install::DEFAULT_LABEL,
+          value_parser = Checked(args::label))]
     pub label: String,
 
     #[command(flatten)]

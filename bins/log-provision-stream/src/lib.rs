@@ -17,6 +17,11 @@ const TOOL: &str = "log-provision-stream";
 /// and invalid UTF-8. A last line without a trailing newline is logged too. A line longer than
 /// 65536 bytes is logged as several lines of at most 65536 bytes, each with the prefix, so memory
 /// stays bounded whatever the input. Output is flushed as input arrives, in whole lines.
+///
+/// SIGTERM, SIGINT or SIGHUP end the stream: a last line read so far without its newline is
+/// logged first, then the tool exits 128+N (143, 130, 129). The log file only ever receives
+/// whole lines: a line that does not fit (a full file system) is cut back out of the file, so
+/// the next line appended starts on a line of its own.
 #[derive(Parser)]
 #[command(name = TOOL, version)]
 #[command(
@@ -36,8 +41,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     debug_assert_eq!(MAX_LINE, 65536, "the --help text states the cap");
     shared::cli::run(TOOL, args, |args: Args| {
         let mut log = ProvisionLog::from_env();
-        let streamed = log.stream(std::io::stdin().lock(), args.prefix.as_bytes());
-        log.finish().and(streamed)?;
-        Ok(0)
+        let streamed = log.stream_stdin_until_signal(args.prefix.as_bytes());
+        let stopped_by = log.finish().and(streamed)?;
+        Ok(stopped_by.map_or(0, shared::os::signal::exit_status))
     })
 }

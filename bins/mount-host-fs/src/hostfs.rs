@@ -12,6 +12,13 @@
 //! of `stack.service`; here a `/host` whose topmost mount already is that 9p is left alone, so
 //! running this any number of times leaves one bind and one 9p.
 //!
+//! Concurrent runs (a restart of `stack.service` while the host's post-resume call runs, say)
+//! would each find `/host` without the 9p mount and each mount one. So the whole
+//! look-then-mount sequence runs under an exclusive `flock(2)` on a lock file (by default
+//! `/run/mount-host-fs.lock`): the second run looks only after the first has mounted, and leaves
+//! it alone. A lock that cannot be taken is a warning, and the run goes on unserialised as the
+//! original did.
+//!
 //! Everything is done with mount(2) and read back from `/proc/self/mountinfo` ([`shared::os::mounts`]),
 //! never by running `mount` or `mountpoint`.
 
@@ -21,6 +28,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MsFlags, mount};
 
 use shared::error::{Context, Error, Result};
+use shared::os::lock::Lock;
 use shared::os::mounts::{self, Mount};
 
 pub const DEFAULT_MOUNT_POINT: &str = shared::emulator::HOST_DIR;
@@ -28,6 +36,10 @@ pub const DEFAULT_MOUNT_POINT: &str = shared::emulator::HOST_DIR;
 pub const DEFAULT_TAG: &str = "hostfs";
 pub const DEFAULT_FS_TYPE: &str = "9p";
 pub const DEFAULT_OPTIONS: &str = "trans=virtio,version=9p2000.L";
+/// The lock that serialises concurrent runs.
+pub const DEFAULT_LOCK_FILE: &str = "/run/mount-host-fs.lock";
+/// How long a run waits for another one to finish.
+pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The original's line when `--post-resume` cannot mount (keep: the host greps it).
 pub const POST_RESUME_FAILED: &str = "post-resume 9p mount failed";
@@ -48,6 +60,8 @@ pub struct HostFs {
     pub tag: String,
     pub fs_type: String,
     pub options: String,
+    /// The lock file that serialises concurrent runs.
+    pub lock_file: PathBuf,
 }
 
 impl Default for HostFs {
@@ -57,6 +71,7 @@ impl Default for HostFs {
             tag: DEFAULT_TAG.to_string(),
             fs_type: DEFAULT_FS_TYPE.to_string(),
             options: DEFAULT_OPTIONS.to_string(),
+            lock_file: PathBuf::from(DEFAULT_LOCK_FILE),
         }
     }
 }
@@ -154,6 +169,16 @@ impl HostFs {
     /// own extra lines (warnings, the reason of a failure) with `tool: `. Returns the exit status:
     /// 0, or 1 when `post_resume` and the mount failed.
     pub fn run(&self, post_resume: bool, tool: &str, stderr: &mut impl Write) -> u8 {
+        let _lock = match Lock::file(&self.lock_file, LOCK_TIMEOUT) {
+            Ok(lock) => Some(lock),
+            Err(err) => {
+                let _ = writeln!(
+                    stderr,
+                    "{tool}: warning: {err}; going on without serialising with other runs"
+                );
+                None
+            }
+        };
         let (path, warnings) = self.prepare();
         for warning in &warnings {
             let _ = writeln!(stderr, "{tool}: warning: {warning}");

@@ -6,7 +6,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::hostfs::{DEFAULT_FS_TYPE, DEFAULT_MOUNT_POINT, DEFAULT_OPTIONS, DEFAULT_TAG, HostFs};
+use crate::hostfs::{
+    DEFAULT_FS_TYPE, DEFAULT_LOCK_FILE, DEFAULT_MOUNT_POINT, DEFAULT_OPTIONS, DEFAULT_TAG, HostFs,
+};
 use clap::{CommandFactory, Parser};
 
 const TOOL: &str = "mount-host-fs";
@@ -26,6 +28,10 @@ const TOOL: &str = "mount-host-fs";
 ///
 /// A failed mkdir, bind or make-shared is a warning on stderr and the 9p mount is still tried,
 /// as in the original.
+///
+/// Concurrent runs are serialised by an exclusive flock(2) on --lock-file (waiting up to 60 s),
+/// so however many run at once they leave one bind and one 9p mount. A lock that cannot be
+/// taken is a warning and the run goes on without it.
 #[derive(Parser)]
 #[command(name = TOOL, version)]
 #[command(after_help = "Exit status:\n  \
@@ -54,6 +60,10 @@ pub struct Args {
     /// The mount options.
     #[arg(long, value_name = "OPTS", default_value = DEFAULT_OPTIONS)]
     pub options: String,
+
+    /// The lock file that serialises concurrent runs (created when missing).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_LOCK_FILE)]
+    pub lock_file: PathBuf,
 }
 
 pub fn command() -> clap::Command {
@@ -67,6 +77,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             tag: args.tag,
             fs_type: args.fs_type,
             options: args.options,
+            lock_file: args.lock_file,
         };
         Ok(fs.run(args.post_resume, TOOL, &mut std::io::stderr().lock()))
     })

@@ -141,10 +141,33 @@ pub struct Args {
           value_parser = parse_seconds)]
     pub stop_grace: Duration,
 
+    #[command(flatten)]
+    pub test_hooks: TestHooks,
+}
+
+/// Hooks for the suite, compiled only with the `test-hooks` feature (never into the binaries
+/// that `make` embeds in the user-data).
+#[cfg(feature = "test-hooks")]
+#[derive(clap::Args, Debug, Clone)]
+pub struct TestHooks {
     /// For tests: panic right before the step of this name (checks the panic path, which must
     /// run the failure block in builds with panic = "abort" too).
     #[arg(long, value_name = "STEP", hide = true)]
     pub test_panic_before: Option<String>,
+}
+
+/// Without the `test-hooks` feature: no hook at all.
+#[cfg(not(feature = "test-hooks"))]
+#[derive(clap::Args, Debug, Clone)]
+pub struct TestHooks {}
+
+impl TestHooks {
+    fn panic_before(self) -> Option<String> {
+        #[cfg(feature = "test-hooks")]
+        return self.test_panic_before;
+        #[cfg(not(feature = "test-hooks"))]
+        return None;
+    }
 }
 
 fn after_long_help() -> String {
@@ -183,7 +206,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             force_poweroff_delay: args.force_poweroff_delay,
             qga_settle: args.qga_settle,
             stop_grace: args.stop_grace,
-            panic_before: args.test_panic_before,
+            panic_before: args.test_hooks.panic_before(),
         })
     })
 }

@@ -88,7 +88,8 @@ pub struct Config {
     pub qga_settle: Duration,
     /// How long a step stopped by a signal gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
-    /// Tests only: panic right before the step of this name.
+    /// Tests only: panic right before the step of this name. Has no effect unless built with
+    /// the `test-hooks` feature.
     pub panic_before: Option<String>,
 }
 
@@ -229,6 +230,7 @@ impl Pipeline {
             self.say_anyway(&format!("stopped by {signal} before step {}", step.name));
             return Err(Failed(128 + signal as u8));
         }
+        #[cfg(feature = "test-hooks")]
         if self.config.panic_before.as_deref() == Some(step.name) {
             panic!(
                 "panicking before step {} as asked (--test-panic-before)",

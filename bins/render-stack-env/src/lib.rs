@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use crate::render::{Options, Output};
 use clap::{CommandFactory, Parser};
+use shared::cli::args::{self, Checked};
 use shared::emulator::{envfile, keystore};
 use shared::os::blockdev::{self, Disk, Lookup};
 
@@ -47,6 +48,13 @@ written under its other name with the same value:
 In the env files either name is the same variable: when both appear, the later definition wins
 for both names, as for a name defined twice.
 
+Bad input: every input file (runtime.env, base.env, the build env file: at most 1 MiB; a key
+file: at most 4 KiB) must be a regular file; a device, FIFO or directory is refused before
+anything is read. The output and the key files are replaced only when missing or regular
+files: a device, FIFO, socket, directory or symbolic link in their place is refused, and
+symbolic links are not followed (give the real path). Concurrent runs agree on the keys: they
+are created under a lock on the key directory, never replacing a key another run wrote.
+
 With --output -, the file goes to stdout and nothing is mounted or written: the env files must be
 readable where they are. A missing key is replaced by a fresh one that is printed but not saved,
 and a note on stderr names its file.";
@@ -61,7 +69,8 @@ pub struct Args {
     pub device: Option<PathBuf>,
 
     /// The filesystem label of the configuration disk.
-    #[arg(long, value_name = "LABEL", default_value = render::DEFAULT_LABEL)]
+    #[arg(long, value_name = "LABEL", default_value = render::DEFAULT_LABEL,
+          value_parser = Checked(args::label))]
     pub label: String,
 
     #[command(flatten)]

@@ -421,6 +421,10 @@ pub fn run(opts: &Options, stdout: &mut dyn Write) -> Result<Report> {
     let snapshot = snapshot_mode(&opts.build_env)?;
     let plan = Plan::new(&runtime, &base, snapshot)?;
 
+    if let Some(path) = to_file {
+        // Before any key is written: an output that cannot be replaced changes nothing.
+        atomic::check_target(path)?;
+    }
     let store = KeyStore::new(&opts.key_dir);
     let mut unsaved_keys = Vec::new();
     let keys = match (snapshot, to_file.is_some()) {

@@ -68,7 +68,7 @@ pub struct Args {
     pub image: String,
 
     /// The deps container's name.
-    #[arg(long, value_name = "NAME", default_value = migrations::DEFAULT_CONTAINER, value_parser = Checked(args::name))]
+    #[arg(long, value_name = "NAME", default_value = migrations::DEFAULT_CONTAINER, value_parser = Checked(args::container))]
     pub container: String,
 
     /// The build env file passed to the migrations (docker exec --env-file).

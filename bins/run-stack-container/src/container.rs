@@ -191,12 +191,14 @@ pub fn run(opts: &Options) -> Result<u8> {
 /// it is not empty; a failure is a warning.
 fn publish_key(store: &KeyStore, dir: &Path) {
     let source = store.path(Key::Pck);
-    let key = match std::fs::read(&source) {
-        Ok(key) if !key.is_empty() => key,
+    let key = match shared::os::small_file::read_optional(
+        &source,
+        shared::os::small_file::KEY_FILE_CAP,
+    ) {
+        Ok(Some(key)) if !key.is_empty() => key,
         Ok(_) => return,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return,
         Err(err) => {
-            warn(format!("reading {}: {err}", source.display()));
+            warn(err.to_string());
             return;
         }
     };

@@ -10,6 +10,7 @@ use crate::container::Options;
 use clap::{CommandFactory, Parser};
 use mount_host_fs::hostfs::{self, HostFs};
 use render_stack_env::render::{self, Output};
+use shared::cli::args::{self, Checked};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
 use shared::emulator::{envfile, keystore};
 use shared::os::blockdev::{self, Disk, Lookup};
@@ -81,7 +82,8 @@ pub struct Args {
     pub cfg_device: Option<PathBuf>,
 
     /// The filesystem label of the configuration disk.
-    #[arg(long, value_name = "LABEL", default_value = render::DEFAULT_LABEL)]
+    #[arg(long, value_name = "LABEL", default_value = render::DEFAULT_LABEL,
+          value_parser = Checked(args::label))]
     pub cfg_label: String,
 
     #[command(flatten)]
@@ -120,7 +122,8 @@ pub struct Args {
     pub docker: OsString,
 
     /// The container's name.
-    #[arg(long, value_name = "NAME", default_value = container::DEFAULT_CONTAINER)]
+    #[arg(long, value_name = "NAME", default_value = container::DEFAULT_CONTAINER,
+          value_parser = Checked(args::container))]
     pub name: String,
 
     /// The image to run.
@@ -136,6 +139,7 @@ impl Args {
                 tag: self.host_tag,
                 fs_type: self.host_fs_type,
                 options: self.host_options,
+                lock_file: hostfs::DEFAULT_LOCK_FILE.into(),
             },
             mount_host: !self.no_host_mount,
             env: render::Options {

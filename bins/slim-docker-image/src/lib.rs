@@ -119,7 +119,7 @@ pub struct Args {
     pub arch_env: PathBuf,
 
     /// The smoke-test container's name.
-    #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_SMOKE_CONTAINER, value_parser = Checked(args::name))]
+    #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_SMOKE_CONTAINER, value_parser = Checked(args::container))]
     pub smoke_container: String,
 
     /// The backend port the smoke test probes on 127.0.0.1.
@@ -131,7 +131,7 @@ pub struct Args {
     pub smoke_timeout: Duration,
 
     /// The flatten container's name.
-    #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_FLATTEN_CONTAINER, value_parser = Checked(args::name))]
+    #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_FLATTEN_CONTAINER, value_parser = Checked(args::container))]
     pub flatten_container: String,
 
     /// Docker's data root, wiped by the rebuild.
@@ -202,9 +202,32 @@ pub struct Args {
     #[arg(long, value_name = "PROGRAM", default_value = "docker")]
     pub docker: OsString,
 
+    #[command(flatten)]
+    pub test_hooks: TestHooks,
+}
+
+/// Hooks for the suite, compiled only with the `test-hooks` feature (never into the binaries
+/// that `make` embeds in the user-data).
+#[cfg(feature = "test-hooks")]
+#[derive(clap::Args, Debug, Clone)]
+pub struct TestHooks {
     /// Tests only: exit with status 99 right after this rebuild step, before recording it.
     #[arg(long, value_name = "STEP", env = "STACK_SLIM_CRASH_AFTER", hide = true, value_parser = Checked(Step::parse))]
     pub crash_after: Option<Step>,
+}
+
+/// Without the `test-hooks` feature: no hook at all.
+#[cfg(not(feature = "test-hooks"))]
+#[derive(clap::Args, Debug, Clone)]
+pub struct TestHooks {}
+
+impl TestHooks {
+    fn crash_after(&self) -> Option<Step> {
+        #[cfg(feature = "test-hooks")]
+        return self.crash_after;
+        #[cfg(not(feature = "test-hooks"))]
+        return None;
+    }
 }
 
 /// Bytes, or a number with K, M or G (powers of 1024); at least 1, at most 1G.
@@ -261,7 +284,7 @@ impl Args {
                 progress_every: self.progress_interval,
                 trim: self.fstrim_command.0,
             },
-            crash_after: self.crash_after,
+            crash_after: self.test_hooks.crash_after(),
         };
         Ok(Config {
             docker,

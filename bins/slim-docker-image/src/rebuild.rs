@@ -54,6 +54,7 @@ use shared::os::atomic;
 use shared::os::interrupt::Interrupt;
 use shared::os::mounts;
 use shared::os::signal::exit_status;
+use shared::os::small_file;
 use shared::wait::{self, Event, Options, Outcome, Probe, Target};
 
 /// The tag of the lines this module adds to the original's.
@@ -229,7 +230,8 @@ pub struct Config {
     pub engine_timeout: Duration,
     pub progress_every: Duration,
     pub zero_fill: zero_fill::Config,
-    /// Exit with [`CRASH_EXIT`] right after this step's action, before it is recorded.
+    /// Exit with [`CRASH_EXIT`] right after this step's action, before it is recorded. Has no
+    /// effect unless built with the `test-hooks` feature (tests only).
     pub crash_after: Option<Step>,
 }
 
@@ -352,11 +354,12 @@ impl State {
 
     /// The state of a rebuild in progress, if the file exists.
     pub fn load(path: &Path) -> Result<Option<State>> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => State::parse(&path.display().to_string(), &text).map(Some),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(Error::new(format!("reading {}", path.display()), err)),
-        }
+        let Some(bytes) = small_file::read_optional(path, small_file::ENV_FILE_CAP)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::new(format!("reading {}", path.display()), "not UTF-8 text"))?;
+        State::parse(&path.display().to_string(), &text).map(Some)
     }
 
     fn save(&self, path: &Path) -> Result<()> {
@@ -621,6 +624,7 @@ impl<W: Write> Rebuild<'_, W> {
             {
                 return Ok(code);
             }
+            #[cfg(feature = "test-hooks")]
             if self.config.crash_after == Some(step) {
                 return Err(Error::new(
                     format!("crash injected after step {step}"),

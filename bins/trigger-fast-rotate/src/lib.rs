@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use crate::rotate::DEFAULT_CONTAINER;
 use clap::{CommandFactory, Parser};
+use shared::cli::args;
+use shared::cli::args::Checked;
 use shared::docker::{DEFAULT_PROGRAM, Docker};
 
 const TOOL: &str = "trigger-fast-rotate";
@@ -52,9 +54,10 @@ const TOOL: &str = "trigger-fast-rotate";
     127  docker was not found\n\n\
     The docker client honours DOCKER_HOST.")]
 pub struct Args {
-    /// The container to run rotate-secrets in.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_CONTAINER)]
-    pub container: OsString,
+    /// The container to run rotate-secrets in (a letter or digit, then letters, digits, '_',
+    /// '.' and '-', as docker requires).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CONTAINER, value_parser = Checked(args::container))]
+    pub container: String,
 
     /// The docker client program.
     #[arg(long, value_name = "PROGRAM", default_value = DEFAULT_PROGRAM)]
@@ -69,6 +72,6 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     shared::cli::run(TOOL, args, |args: Args| {
         let secrets = rotate::read(std::io::stdin().lock())?;
         let docker = Docker::new(args.docker);
-        Err(rotate::command(&docker, &args.container, &secrets).exec())
+        Err(rotate::command(&docker, args.container.as_ref(), &secrets).exec())
     })
 }

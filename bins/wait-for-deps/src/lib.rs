@@ -52,7 +52,8 @@ Target specs (--target NAME=SPEC replaces the service NAME, or adds it after the
   HOST is an IPv4 address, an IPv6 address in brackets ([::1]) or a name.
 
 Durations are seconds (1500, 2.5) or a number with a unit: 100ms, 30s, 25m, 1h.
-A timeout of 0 gives every service one attempt.
+A timeout of 0 gives every service exactly one attempt, each bounded by --attempt-timeout
+only; the wait then lasts as long as the slowest attempt, and the lines report that time.
 
 An empty STACK_* variable counts as unset: the default applies, as in the original.
 
@@ -66,7 +67,7 @@ pub struct Args {
 
     /// The container whose last 300 log lines the diagnostics show.
     #[arg(long, value_name = "NAME", env = "STACK_DEPS_CONTAINER",
-          default_value = deps::DEFAULT_CONTAINER, value_parser = Checked(args::name))]
+          default_value = deps::DEFAULT_CONTAINER, value_parser = Checked(args::container))]
     pub container: String,
 
     /// The host of every default service.

@@ -52,7 +52,8 @@ Target specs (--target NAME=SPEC replaces backend or dashboard, or adds a target
   HOST is an IPv4 address, an IPv6 address in brackets ([::1]) or a name.
 
 Durations are seconds (600, 2.5) or a number with a unit: 100ms, 30s, 10m, 1h.
-A timeout of 0 gives every target one attempt.
+A timeout of 0 gives every target exactly one attempt, each bounded by --attempt-timeout
+only; the wait then lasts as long as the slowest attempt, and the lines report that time.
 
 An empty STACK_* variable counts as unset: the default applies, as in the original.
 
@@ -91,7 +92,7 @@ pub struct Args {
 
     /// The container whose last 200 log lines the diagnostics show.
     #[arg(long, value_name = "NAME", default_value = ready::DEFAULT_CONTAINER,
-          value_parser = Checked(args::name))]
+          value_parser = Checked(args::container))]
     pub container: String,
 
     /// The systemd unit whose status and journal the diagnostics show.

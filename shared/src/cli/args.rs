@@ -3,8 +3,10 @@
 //!
 //! Commands that stand in for `systemctl …` or `shutdown -P now` are given as one string and
 //! split into words as a POSIX shell would split them (quotes, backslashes) by `shell-words`,
-//! with nothing expanded and no shell ever run. Names of containers and units are refused when
-//! empty or when they start with `-`, since docker or systemctl would read them as a flag.
+//! with nothing expanded and no shell ever run. Names of units are refused when empty or when
+//! they start with `-`, since systemctl would read them as a flag; container names must follow
+//! docker's own rule, which also keeps them from being read as a flag; filesystem labels must be
+//! something `/dev/disk/by-label/LABEL` can name.
 
 use std::ffi::{OsStr, OsString};
 use std::time::Duration;
@@ -39,6 +41,35 @@ pub fn command(text: &str) -> Result<Words, String> {
 pub fn name(text: &str) -> Result<String, String> {
     if text.is_empty() || text.starts_with('-') {
         Err("not a name".into())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+/// What docker accepts as a container name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub const CONTAINER_RULE: &str = "a container name is a letter or digit followed by letters, \
+    digits, '_', '.' and '-' (docker's rule)";
+
+/// A docker container name (see [`CONTAINER_RULE`]): nothing docker would take for a flag or
+/// refuse.
+pub fn container(text: &str) -> Result<String, String> {
+    let mut chars = text.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!("not a container name: {CONTAINER_RULE}"))
+    }
+}
+
+/// A filesystem label: not empty, no `/`, not `.` or `..`, at most 255 bytes. Anything else
+/// would make `<by-label dir>/<LABEL>` name another file (the directory itself, its parent).
+pub fn label(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.contains(['/', '\0']) || text == "." || text == ".." {
+        Err("not a filesystem label: it must not be empty, '.', '..' or hold a '/'".into())
+    } else if text.len() > 255 {
+        Err("not a filesystem label: longer than 255 bytes".into())
     } else {
         Ok(text.to_string())
     }
@@ -184,5 +215,34 @@ mod tests {
             Duration::from_millis(1500)
         );
         assert!(positive_duration("0").is_err());
+    }
+
+    #[test]
+    fn container_names_follow_dockers_rule() {
+        for ok in ["stack", "stack-build-init", "a", "0x_y.z-1"] {
+            assert_eq!(container(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "",
+            "--privileged",
+            "-x",
+            "_a",
+            ".a",
+            "a b",
+            "a/b",
+            "a:b",
+            "caf\u{e9}",
+        ] {
+            assert!(container(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(label("STACKCFG").as_deref(), Ok("STACKCFG"));
+        assert_eq!(label("MY DISK").as_deref(), Ok("MY DISK"));
+        for bad in ["", ".", "..", "a/b", "/"] {
+            assert!(label(bad).is_err(), "{bad:?}");
+        }
     }
 }

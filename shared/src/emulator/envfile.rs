@@ -33,7 +33,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::emulator::names;
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
+use crate::os::small_file;
 
 /// The accepted syntax, for `--help` texts.
 pub const SYNTAX: &str = "\
@@ -52,7 +53,9 @@ first '=' literally), so the container sees exactly the value parsed here.
 KEY is letters, digits and '_', not starting with a digit. CRLF line ends are accepted; a UTF-8
 byte-order mark at the start of the file is skipped. NUL bytes, stray carriage returns and
 invalid UTF-8 are refused. Any other line is an error naming the file and line. A key defined
-twice keeps both entries in the output (docker uses the last) and the last one counts.";
+twice keeps both entries in the output (docker uses the last) and the last one counts.
+An env file must be a regular file of at most 1 MiB: a device, FIFO or directory is refused
+before anything is read from it.";
 
 /// One `KEY=value` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,18 +141,18 @@ pub fn is_valid_key(key: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Reads and parses `path`; errors name the path as given.
+/// Reads and parses `path`; errors name the path as given. The file must be a regular file of
+/// at most [`small_file::ENV_FILE_CAP`] bytes (see [`crate::os::small_file`]).
 pub fn read(path: &Path) -> Result<EnvFile> {
-    let bytes = std::fs::read(path).context(|| format!("reading {}", path.display()))?;
+    let bytes = small_file::read(path, small_file::ENV_FILE_CAP)?;
     parse(&path.display().to_string(), &bytes)
 }
 
 /// Like [`read`], but a file that does not exist is `None` (the original's `[ -f FILE ] &&`).
 pub fn read_optional(path: &Path) -> Result<Option<EnvFile>> {
-    match std::fs::read(path) {
-        Ok(bytes) => parse(&path.display().to_string(), &bytes).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::new(format!("reading {}", path.display()), e)),
+    match small_file::read_optional(path, small_file::ENV_FILE_CAP)? {
+        Some(bytes) => parse(&path.display().to_string(), &bytes).map(Some),
+        None => Ok(None),
     }
 }
 

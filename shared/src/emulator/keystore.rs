@@ -8,18 +8,33 @@
 //!
 //! An empty file counts as missing and is regenerated (the original's `[ ! -s FILE ]`). A
 //! non-empty file that is not 64 hex characters once one trailing newline is removed is an
-//! error naming the file: the original would have handed the garbage to the container. All
-//! three are read and checked before any is written, so a bad one leaves the others untouched.
+//! error naming the file: the original would have handed the garbage to the container. A key
+//! file must be a regular file of at most 4 KiB ([`crate::os::small_file`]): a FIFO or a device in
+//! its place is an error, never a hang or an endless read.
 //!
 //! Snapshot builds use fixed, public placeholders instead (written without a newline, as the
 //! original's `printf '%s'`); every resume of the snapshot swaps in fresh secrets. Every write is
 //! atomic with mode 0600. Key values never appear in errors.
+//!
+//! On any error the key directory is left as it was. All three keys are read and checked
+//! before anything is written; every new file is then written in full under a temporary name
+//! ([`atomic::stage`]) before any of them is put in place, so running out of space changes
+//! nothing; and if putting one in place fails, the ones this run already put there are removed
+//! again (an empty key file that was replaced is made empty again). A key directory this run
+//! created is removed again too.
+//!
+//! Concurrent first runs agree: creating the keys happens under an exclusive `flock(2)` on the
+//! key directory, the keys are read again once it is held, and a missing key is put in place
+//! with `link(2)`, which never replaces a file; should another writer have got there first
+//! anyway, its key is read back and used. So every run's keys are the ones in the files.
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{Context, Error, Result};
-use crate::os::atomic;
+use crate::os::atomic::{self, Staged};
+use crate::os::lock::Lock;
+use crate::os::small_file;
 
 /// Where the keys live.
 pub const DEFAULT_DIR: &str = "/var/lib/stack-auth";
@@ -27,6 +42,8 @@ pub const DEFAULT_DIR: &str = "/var/lib/stack-auth";
 pub const KEY_MODE: u32 = 0o600;
 /// The mode of the key directory when it has to be created.
 pub const DIR_MODE: u32 = 0o700;
+/// How long a run waits for another run that is creating the keys.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One of the three keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +92,14 @@ impl Keys {
             Key::Pck => &self.pck,
             Key::Ssk => &self.ssk,
             Key::Sak => &self.sak,
+        }
+    }
+
+    fn set(&mut self, key: Key, value: String) {
+        match key {
+            Key::Pck => self.pck = value,
+            Key::Ssk => self.ssk = value,
+            Key::Sak => self.sak = value,
         }
     }
 
@@ -133,14 +158,11 @@ impl KeyStore {
     }
 
     /// The stored value of `key`: `None` when the file is missing or empty, an error when it
-    /// cannot be read or is not a key.
+    /// cannot be read (not a regular file, larger than 4 KiB) or is not a key.
     pub fn read(&self, key: Key) -> Result<Option<String>> {
         let path = self.path(key);
-        let what = || format!("reading {}", path.display());
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::new(what(), e)),
+        let Some(bytes) = small_file::read_optional(&path, small_file::KEY_FILE_CAP)? else {
+            return Ok(None);
         };
         if bytes.is_empty() {
             return Ok(None);
@@ -148,7 +170,7 @@ impl KeyStore {
         let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
         if text.len() != 64 || !text.iter().all(u8::is_ascii_hexdigit) {
             return Err(Error::new(
-                what(),
+                format!("reading {}", path.display()),
                 "not a key: expected 64 hex characters and at most one trailing newline; \
                  restore the file, or delete it to have a new key generated",
             ));
@@ -186,28 +208,127 @@ impl KeyStore {
     }
 
     /// Reads all three keys, generating and saving the missing or empty ones. Creates the
-    /// directory (mode 0700) when needed.
+    /// directory (mode 0700) when needed. On any error the directory is left as it was.
     pub fn load_or_create(&self) -> Result<Loaded> {
         let loaded = self.load_or_generate_ephemeral()?;
-        if !loaded.generated.is_empty() {
-            atomic::create_dir_all(&self.dir, DIR_MODE)?;
+        if loaded.generated.is_empty() {
+            return Ok(loaded);
         }
-        for &key in &loaded.generated {
-            let line = format!("{}\n", loaded.keys.get(key));
-            atomic::write(&self.path(key), line.as_bytes(), KEY_MODE)?;
-        }
-        Ok(loaded)
+        self.in_locked_dir(|| self.create_missing())
     }
 
     /// Writes the snapshot placeholders over whatever is there, as the original did on every
-    /// run of a snapshot build.
+    /// run of a snapshot build: all three, or (on an error) none.
     pub fn write_placeholders(&self) -> Result<Keys> {
-        atomic::create_dir_all(&self.dir, DIR_MODE)?;
-        for key in Key::ALL {
-            atomic::write(&self.path(key), key.placeholder().as_bytes(), KEY_MODE)?;
-        }
-        Ok(Keys::placeholders())
+        self.in_locked_dir(|| {
+            let staged = Key::ALL
+                .into_iter()
+                .map(|key| atomic::stage(&self.path(key), key.placeholder().as_bytes(), KEY_MODE))
+                .collect::<Result<Vec<Staged>>>()?;
+            for staged in staged {
+                staged.replace()?;
+            }
+            Ok(Keys::placeholders())
+        })
     }
+
+    /// Runs `body` holding the directory's lock, creating the directory first when missing and
+    /// removing it again when `body` fails.
+    fn in_locked_dir<T>(&self, body: impl FnOnce() -> Result<T>) -> Result<T> {
+        let created = !self.dir.is_dir();
+        if created {
+            atomic::create_dir_all(&self.dir, DIR_MODE)?;
+        }
+        let result = Lock::dir(&self.dir, LOCK_TIMEOUT).and_then(|_lock| body());
+        if result.is_err() && created {
+            // Only when empty: a concurrent run may be using it.
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+        result
+    }
+
+    /// Under the lock: reads again, then creates what is still missing, all or nothing.
+    fn create_missing(&self) -> Result<Loaded> {
+        let Loaded {
+            mut keys,
+            generated,
+        } = self.load_or_generate_ephemeral()?;
+        // Every new file complete under a temporary name before any is put in place.
+        let staged = generated
+            .iter()
+            .map(|&key| {
+                let line = format!("{}\n", keys.get(key));
+                atomic::stage(&self.path(key), line.as_bytes(), KEY_MODE)
+            })
+            .collect::<Result<Vec<Staged>>>()?;
+        let mut placed: Vec<(Key, bool)> = Vec::new();
+        let mut kept_theirs = Vec::new();
+        for (&key, staged) in generated.iter().zip(staged) {
+            match self.place(key, staged) {
+                Ok(Placed::New { replaced_empty }) => placed.push((key, replaced_empty)),
+                Ok(Placed::Theirs(value)) => {
+                    keys.set(key, value);
+                    kept_theirs.push(key);
+                }
+                Err(err) => {
+                    self.undo(&placed);
+                    return Err(err);
+                }
+            }
+        }
+        let generated = generated
+            .into_iter()
+            .filter(|key| !kept_theirs.contains(key))
+            .collect();
+        Ok(Loaded { keys, generated })
+    }
+
+    /// Puts one staged key in place: linked in when the name is free, renamed over an empty
+    /// file; when another writer created the file first, its key is read back.
+    fn place(&self, key: Key, staged: Staged) -> Result<Placed> {
+        let path = self.path(key);
+        let exists = std::fs::symlink_metadata(&path).is_ok();
+        if exists {
+            // Empty (checked under the lock): replace it.
+            staged.replace()?;
+            return Ok(Placed::New {
+                replaced_empty: true,
+            });
+        }
+        if staged.create_new()? {
+            return Ok(Placed::New {
+                replaced_empty: false,
+            });
+        }
+        match self.read(key)? {
+            Some(value) => Ok(Placed::Theirs(value)),
+            None => Err(Error::new(
+                format!("creating {}", path.display()),
+                "another process created it empty meanwhile; run again",
+            )),
+        }
+    }
+
+    /// Takes back what [`KeyStore::create_missing`] put in place (best effort: this runs on
+    /// the way out of an error).
+    fn undo(&self, placed: &[(Key, bool)]) {
+        for &(key, replaced_empty) in placed {
+            let path = self.path(key);
+            if replaced_empty {
+                let _ = atomic::write(&path, b"", KEY_MODE);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// How [`KeyStore::place`] ended.
+enum Placed {
+    /// This run's key is in place.
+    New { replaced_empty: bool },
+    /// Another writer's key was there first; its value.
+    Theirs(String),
 }
 
 /// A fresh key: 32 bytes from the operating system's CSPRNG as 64 lowercase hex characters.

@@ -13,17 +13,34 @@
 //!
 //! Nothing is lost to a failing destination: when stdout or the file fails, the other keeps
 //! receiving, input keeps being drained, and the first error of each is reported at the end.
+//!
+//! The file never holds a partial line, so whatever is appended next (a failure marker, say)
+//! starts a line of its own and the host's whole-line match finds it. When a write is short (the
+//! file system filled up midway), the part of the line that did get in is cut off again with
+//! `ftruncate(2)` and the rest is tried once more; the error that follows is reported. A stream
+//! stopped by SIGTERM, SIGINT or SIGHUP logs the partial line it holds before it exits
+//! ([`ProvisionLog::stream_stdin_until_signal`]).
+//!
+//! The file must be a regular file. It is opened with `O_NONBLOCK`, so that a FIFO (or a path
+//! that names a terminal) can never block a tool, not even one that must finish a wait by its
+//! deadline; anything that is not a regular file is an error, reported after stdout was written.
 
 pub mod diagnostics;
 pub mod progress;
 pub mod tail;
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
 use crate::knob;
+use crate::os::atomic::kind_of;
+use crate::os::signal;
 
 /// The tag the host looks for on the console.
 pub const STDOUT_TAG: &[u8] = b"STACK_PROVISION: ";
@@ -80,10 +97,100 @@ impl<W: Write> Sink<W> {
     }
 }
 
+/// The log file, appended to in whole lines only (see the module's documentation).
+struct LogFile(File);
+
+impl LogFile {
+    /// Opens `path` for appending without ever blocking, and refuses anything but a regular
+    /// file.
+    fn open(path: &Path) -> std::result::Result<LogFile, String> {
+        let not_regular = |kind: &str| {
+            format!(
+                "it is {kind}, not a regular file; {LOG_FILE_KNOB} must name a regular file \
+                 (or be empty)"
+            )
+        };
+        let opened = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path);
+        let file = match opened {
+            Ok(file) => file,
+            // A FIFO without a reader (ENXIO) and the like: say what is there.
+            Err(err) => {
+                return Err(match std::fs::metadata(path) {
+                    Ok(meta) if !meta.is_file() => not_regular(kind_of(meta.file_type())),
+                    _ => err.to_string(),
+                });
+            }
+        };
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err(not_regular(kind_of(meta.file_type())));
+        }
+        Ok(LogFile(file))
+    }
+
+    /// Cuts the last `len` bytes this process appended, unless someone appended after them.
+    fn cut(&mut self, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        // With O_APPEND, the offset after a write is the end of what that write put in.
+        let end = self.0.stream_position()?;
+        if self.0.metadata()?.len() == end {
+            self.0.set_len(end.saturating_sub(len as u64))
+        } else {
+            // Another writer's line follows ours: end ours instead (best effort).
+            self.0.write(b"\n").map(|_| ())
+        }
+    }
+}
+
+impl Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Whole lines or nothing: a short write is cut back to the last whole line it holds and
+    /// the rest is tried again; twice without a whole line in is an error.
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        let mut stalled = false;
+        while !buf.is_empty() {
+            match self.0.write(buf) {
+                Ok(n) if n == buf.len() => return Ok(()),
+                Ok(n) => {
+                    let whole = buf[..n]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |at| at + 1);
+                    self.cut(n - whole)?;
+                    buf = &buf[whole..];
+                    if whole == 0 && stalled {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "a line did not fit whole and was left out (is the file system full?)",
+                        ));
+                    }
+                    stalled = whole == 0;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The writer behind `log-provision`: stdout plus the optional log file.
 pub struct ProvisionLog<W: Write> {
     stdout: Sink<W>,
-    file: Sink<File>,
+    file: Sink<LogFile>,
 }
 
 impl ProvisionLog<io::Stdout> {
@@ -104,7 +211,7 @@ impl<W: Write> ProvisionLog<W> {
             None => Sink::new(String::new(), None),
             Some(path) => {
                 let name = path.display().to_string();
-                match OpenOptions::new().append(true).create(true).open(path) {
+                match LogFile::open(path) {
                     Ok(file) => Sink::new(name, Some(file)),
                     Err(err) => {
                         Sink::failed(name.clone(), Error::new(format!("opening {name}"), err))
@@ -146,22 +253,99 @@ impl<W: Write> ProvisionLog<W> {
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
-                    line.finish(|l| self.push(&tag, l));
-                    self.flush();
+                    self.end(&mut line, &tag);
                     return Err(Error::new("reading stdin", err));
                 }
             };
-            line.feed(&buf[..n], |l| {
-                self.push(&tag, l);
-                if self.stdout.batch.len() >= FLUSH_AT {
-                    self.flush();
-                }
-            });
-            self.flush();
+            self.feed(&mut line, &tag, &buf[..n]);
         }
-        line.finish(|l| self.push(&tag, l));
-        self.flush();
+        self.end(&mut line, &tag);
         Ok(())
+    }
+
+    /// [`ProvisionLog::stream`] of this process's stdin, ended by a stop signal too (SIGTERM,
+    /// SIGINT, SIGHUP: see [`signal::take_over`], called here): the partial line held so far
+    /// is logged and everything flushed, and the signal is returned for the caller to exit
+    /// 128+N. `None` when stdin ended.
+    pub fn stream_stdin_until_signal(&mut self, prefix: &[u8]) -> Result<Option<Signal>> {
+        enum Message {
+            Data(Vec<u8>),
+            End,
+            Failed(io::Error),
+            Signal(Signal),
+        }
+        // Before the reader thread starts, so that it inherits the blocked signals.
+        signal::take_over()?;
+        let (tx, rx) = mpsc::channel();
+        let _subscription = {
+            let tx = std::sync::Mutex::new(tx.clone());
+            signal::subscribe(move |sig| {
+                let _ = tx
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .send(Message::Signal(sig));
+            })
+        };
+        // One chunk in flight at a time: memory stays bounded however fast stdin is.
+        let (ack_tx, ack_rx) = mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                let mut stdin = io::stdin().lock();
+                let mut buf = vec![0u8; READ_CHUNK];
+                loop {
+                    let message = match stdin.read(&mut buf) {
+                        Ok(0) => Message::End,
+                        Ok(n) => Message::Data(buf[..n].to_vec()),
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(err) => Message::Failed(err),
+                    };
+                    let more = matches!(message, Message::Data(_));
+                    if tx.send(message).is_err() || !more || ack_rx.recv().is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|err| Error::new("starting the stdin reader", err))?;
+        let tag = [prefix, b": "].concat();
+        let mut line = LineSplitter::default();
+        loop {
+            match rx.recv() {
+                Ok(Message::Data(chunk)) => {
+                    self.feed(&mut line, &tag, &chunk);
+                    let _ = ack_tx.send(());
+                }
+                Ok(Message::End) | Err(_) => {
+                    self.end(&mut line, &tag);
+                    return Ok(None);
+                }
+                Ok(Message::Failed(err)) => {
+                    self.end(&mut line, &tag);
+                    return Err(Error::new("reading stdin", err));
+                }
+                Ok(Message::Signal(sig)) => {
+                    self.end(&mut line, &tag);
+                    return Ok(Some(sig));
+                }
+            }
+        }
+    }
+
+    /// Logs the complete lines of `chunk`, holding back its partial last line, and flushes.
+    fn feed(&mut self, line: &mut LineSplitter, tag: &[u8], chunk: &[u8]) {
+        line.feed(chunk, |l| {
+            self.push(tag, l);
+            if self.stdout.batch.len() >= FLUSH_AT {
+                self.flush();
+            }
+        });
+        self.flush();
+    }
+
+    /// Logs the partial line held back, if any, and flushes.
+    fn end(&mut self, line: &mut LineSplitter, tag: &[u8]) {
+        line.finish(|l| self.push(tag, l));
+        self.flush();
     }
 
     /// The first error of each destination, stdout's first.

@@ -6,10 +6,21 @@
 //! same filesystem, so `rename(2)` is atomic), with the mode set explicitly rather than left to
 //! the umask, fsyncs it, renames it over the target and fsyncs the directory so the rename itself
 //! is durable. On any error the temporary file is removed and the target is left as it was.
+//!
+//! This is the project's one way to replace an output file, and it replaces regular files only.
+//! A target that exists and is anything else is refused before anything is written: a device
+//! node (`--output /dev/null` would otherwise replace the machine's `/dev/null` with a file), a
+//! FIFO, a socket, a directory, and a symbolic link, whatever it points at. Symbolic links are
+//! not followed: `rename(2)` would replace the link itself rather than the file it names, which
+//! is never what the caller meant, so the caller is asked for the real path instead.
+//!
+//! [`stage`] is the first half on its own, for callers that must prepare several files before
+//! any of them appears ([`Staged::replace`] or, to never replace anything,
+//! [`Staged::create_new`], which links the file into place only when the name is free).
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -18,8 +29,73 @@ use crate::error::{Context, Error, Result};
 /// The marker in temporary file names: `.<name>.tmp-<pid>-<n>`.
 pub const TEMP_MARKER: &str = ".tmp-";
 
+/// What the `--help` of a tool that writes files through this module says about the targets.
+pub const TARGET_RULE: &str = "An output file is replaced atomically (a temporary file in the \
+    same directory, fsync, rename) and only when it is missing or a regular file: a device, \
+    FIFO, socket, directory or symbolic link in its place is refused and left alone (symbolic \
+    links are not followed; give the real path).";
+
 /// Writes `contents` to `path` atomically with permissions `mode` (e.g. `0o600`).
 pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    stage(path, contents, mode)?.replace()
+}
+
+/// The kind of a file that is not a regular file, in words.
+pub fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Refuses a target that exists and is not a regular file (symbolic links included): what
+/// [`write`] checks, for a caller that wants to know before it changes anything else.
+pub fn check_target(path: &Path) -> Result<()> {
+    let what = || format!("writing {}", path.display());
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => Ok(()),
+        Ok(meta) => Err(Error::new(
+            what(),
+            format!(
+                "it exists and is {}, not a regular file; refusing to replace it (remove it, \
+                 or name a regular file{})",
+                kind_of(meta.file_type()),
+                if meta.file_type().is_symlink() {
+                    ": symbolic links are not followed"
+                } else {
+                    ""
+                }
+            ),
+        )),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::new(what(), e)),
+    }
+}
+
+/// A complete, synced temporary file beside its target, not yet in place. Dropping it removes
+/// the temporary file.
+pub struct Staged {
+    temp: TempFile,
+    target: PathBuf,
+    dir: PathBuf,
+}
+
+/// Writes `contents` to a new temporary file beside `path` (mode `mode`, synced), after checking
+/// that `path` is missing or a regular file. Nothing is visible at `path` yet.
+pub fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<Staged> {
     let what = || format!("writing {}", path.display());
     let name = path
         .file_name()
@@ -28,6 +104,7 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    check_target(path)?;
     let (temp_path, mut file) = create_temp(dir, &name.to_string_lossy(), mode).context(what)?;
     let temp = TempFile(Some(temp_path));
     // The mode given at open is filtered by the umask; set it exactly.
@@ -35,9 +112,47 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .context(what)?;
     file.write_all(contents).context(what)?;
     file.sync_all().context(what)?;
-    drop(file);
-    std::fs::rename(temp.path(), path).context(what)?;
-    temp.keep();
+    Ok(Staged {
+        temp,
+        target: path.to_path_buf(),
+        dir: dir.to_path_buf(),
+    })
+}
+
+impl Staged {
+    /// The target this file is meant for.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Renames the file over its target (checked again just before) and syncs the directory.
+    pub fn replace(self) -> Result<()> {
+        let what = || format!("writing {}", self.target.display());
+        check_target(&self.target)?;
+        std::fs::rename(self.temp.path(), &self.target).context(what)?;
+        self.temp.keep();
+        sync_dir(&self.dir)
+    }
+
+    /// Links the file in at its target only if nothing is there (`link(2)`, which never
+    /// replaces): `Ok(true)` when it was put in place, `Ok(false)` when the name was taken (by
+    /// anything: nothing is changed then). The temporary name is removed either way.
+    pub fn create_new(self) -> Result<bool> {
+        let what = || format!("creating {}", self.target.display());
+        match std::fs::hard_link(self.temp.path(), &self.target) {
+            Ok(()) => {
+                drop(self.temp);
+                sync_dir(&self.dir)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::new(what(), e)),
+        }
+    }
+}
+
+/// fsync(2) on a directory, so that a rename or link in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .context(|| format!("syncing directory {}", dir.display()))
@@ -150,8 +265,66 @@ mod tests {
         std::fs::write(path.join("inside"), "kept").unwrap();
         let err = write(&path, b"x", 0o600).unwrap_err();
         assert_eq!(err.what(), format!("writing {}", path.display()));
+        assert!(
+            err.why().starts_with("it exists and is a directory"),
+            "{err}"
+        );
         assert_eq!(names(&dir), vec!["target"]);
         assert_eq!(std::fs::read(path.join("inside")).unwrap(), b"kept");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_every_target_that_is_not_a_regular_file() {
+        let dir = scratch();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = write(&fifo, b"x", 0o600).unwrap_err();
+        assert!(err.why().starts_with("it exists and is a FIFO"), "{err}");
+        let link = dir.join("link");
+        std::fs::write(dir.join("real"), "kept").unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), &link).unwrap();
+        let err = write(&link, b"x", 0o600).unwrap_err();
+        assert!(
+            err.why().starts_with("it exists and is a symbolic link"),
+            "{err}"
+        );
+        assert!(
+            err.why().contains("symbolic links are not followed"),
+            "{err}"
+        );
+        let err = write(Path::new("/dev/null"), b"x", 0o600).unwrap_err();
+        assert!(
+            err.why().starts_with("it exists and is a character device"),
+            "{err}"
+        );
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(dir.join("real")).unwrap(), b"kept");
+        assert_eq!(names(&dir), vec!["fifo", "link", "real"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn create_new_never_replaces() {
+        let dir = scratch();
+        let path = dir.join("key");
+        assert!(stage(&path, b"first", 0o600).unwrap().create_new().unwrap());
+        assert!(
+            !stage(&path, b"second", 0o600)
+                .unwrap()
+                .create_new()
+                .unwrap()
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
+        // A staged file that is dropped leaves nothing behind.
+        drop(stage(&dir.join("other"), b"x", 0o600).unwrap());
+        assert_eq!(names(&dir), vec!["key"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

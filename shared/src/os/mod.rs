@@ -5,5 +5,7 @@
 pub mod atomic;
 pub mod blockdev;
 pub mod interrupt;
+pub mod lock;
 pub mod mounts;
 pub mod signal;
+pub mod small_file;

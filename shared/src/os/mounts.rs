@@ -76,18 +76,24 @@ fn parse_line(line: &str) -> Option<Mount> {
     })
 }
 
-/// Undoes the kernel's `\ooo` escaping of paths.
+/// Undoes the kernel's `\ooo` escaping of paths. Only `\000` to `\377` stand for a byte; any
+/// other backslash (`\777` included, which is no byte) is kept as it is.
 fn unescape(field: &str) -> PathBuf {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = bytes.get(i + 1..i + 4).filter(|d| {
+            bytes[i] == b'\\'
+                && (b'0'..=b'3').contains(&d[0])
+                && d[1..].iter().all(|c| (b'0'..=b'7').contains(c))
+        });
         match octal {
             Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                let value = u32::from(d[0] - b'0') * 64
+                    + u32::from(d[1] - b'0') * 8
+                    + u32::from(d[2] - b'0');
+                out.push(u8::try_from(value).unwrap_or(u8::MAX));
                 i += 4;
             }
             None => {
@@ -174,6 +180,17 @@ mod tests {
         .unwrap();
         assert_eq!(top(&reordered, Path::new("/host")).unwrap().id, 36);
         assert_eq!(top(&table, Path::new("/nothing")), None);
+    }
+
+    #[test]
+    fn octal_escapes_that_are_no_byte_are_kept_not_overflowed() {
+        assert_eq!(unescape("/a\\777b"), Path::new("/a\\777b"));
+        assert_eq!(unescape("/a\\400"), Path::new("/a\\400"));
+        assert_eq!(
+            unescape("/x\\377\\000\\134"),
+            PathBuf::from(OsString::from_vec(b"/x\xff\0\\".to_vec()))
+        );
+        assert_eq!(unescape("/end\\12"), Path::new("/end\\12"));
     }
 
     #[test]

@@ -67,7 +67,8 @@ impl fmt::Display for Target {
 /// How long and how often to try.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The whole wait gives up after this long. Zero means one attempt per target.
+    /// The whole wait gives up after this long. Zero means one attempt per target, each bounded
+    /// by `attempt_timeout` only; [`Report::elapsed`] is then the time those attempts took.
     pub timeout: Duration,
     /// The first pause between attempts at one target.
     pub interval: Duration,
@@ -401,7 +402,7 @@ impl<F: FnMut(Event<'_>)> Tally<F> {
         options: &Options,
         outcome: Outcome,
     ) -> (Outcome, Duration) {
-        let elapsed = self.start.elapsed();
+        let mut elapsed = self.start.elapsed();
         if outcome != Outcome::TimedOut {
             return (outcome, elapsed);
         }
@@ -423,6 +424,10 @@ impl<F: FnMut(Event<'_>)> Tally<F> {
                 }
                 Err(_) => break,
             }
+        }
+        if options.timeout.is_zero() {
+            // The deadline was the start, but the one attempt each took its time: report that.
+            elapsed = self.start.elapsed();
         }
         if self.all_ready() {
             let ready = self.reports.iter().filter_map(|t| t.ready_after).max();
@@ -596,6 +601,31 @@ mod tests {
         );
         assert_eq!(report.outcome, Outcome::TimedOut);
         assert_eq!(report.targets[0].attempts, 1);
+    }
+
+    #[test]
+    fn zero_timeout_reports_the_time_its_one_attempt_took() {
+        let targets = vec![Target::new(
+            "sleepy",
+            Probe::Command(vec!["sleep".into(), "5".into()]),
+        )];
+        let report = run(
+            &targets,
+            &Options::new(Duration::ZERO, Duration::from_millis(600)),
+            |_| {},
+        );
+        assert_eq!(report.outcome, Outcome::TimedOut);
+        assert_eq!(report.targets[0].attempts, 1);
+        assert!(
+            report.elapsed >= Duration::from_millis(600),
+            "{:?}",
+            report.elapsed
+        );
+        assert!(
+            report.elapsed < Duration::from_secs(3),
+            "{:?}",
+            report.elapsed
+        );
     }
 
     #[test]

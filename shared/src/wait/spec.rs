@@ -122,6 +122,12 @@ pub fn probe(text: &str) -> Result<Probe, String> {
         Some(at) => rest.split_at(at),
         None => (rest, ""),
     };
+    if authority.contains('@') {
+        return Err(format!(
+            "'{scheme}://...': user information (USER:PASSWORD@) is not supported in a target; \
+             give HOST:PORT only (the URL is not repeated here: it may hold a password)"
+        ));
+    }
     let endpoint = endpoint(authority)?;
     let no_extras = |what: &str| -> Result<(), String> {
         if !path.is_empty() {
@@ -259,6 +265,10 @@ mod tests {
         assert!(why("ftp://1.2.3.4:21").contains("unknown scheme 'ftp'"));
         assert!(why("https://1.2.3.4:443/").contains("https is not supported"));
         assert!(why("tcp://::1:5432").contains("needs brackets"));
+        let userinfo = why("http://user:pw@127.0.0.1:41029/");
+        assert!(userinfo.contains("user information (USER:PASSWORD@) is not supported"));
+        assert!(!userinfo.contains("pw"), "{userinfo}");
+        assert!(why("tcp://u@[::1]:1").contains("user information"));
         assert!(why("tcp://127.0.0.1").contains("missing :PORT"));
         assert!(why("tcp://127.0.0.1:0").contains("not a port number"));
         assert!(why("tcp://127.0.0.1:1/x").contains("takes no path"));
