@@ -7,3 +7,4 @@ pub mod blockdev;
 pub mod interrupt;
 pub mod mounts;
 pub mod signal;
+pub mod terminal;
