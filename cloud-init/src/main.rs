@@ -76,14 +76,20 @@ fn run(args: Args) -> Result<u8, Error> {
     let binary =
         std::fs::read(&args.binary).context(|| format!("reading {}", args.binary.display()))?;
     let digest = hex::encode(Sha256::digest(&binary));
-    let Some([version, commit, target, profile]) = shared::stamp::find_in(&binary) else {
-        return Err(Error::new(
-            format!("reading {}", args.binary.display()),
-            "no build stamp in it: it is not an emulator-tools binary of this workspace, or was \
-             built before --version carried the commit; rebuild it",
-        ));
+    let identity = match shared::stamp::find_in(&binary) {
+        Some([version, commit, target, profile]) => {
+            format!("emulator-tools {version} (commit {commit}, {target}, {profile})")
+        }
+        None if template.contains(IDENTITY) => {
+            return Err(Error::new(
+                format!("reading {}", args.binary.display()),
+                "no build stamp in it, and the template names the build: it is not an \
+                 emulator-tools binary of this workspace, or was built before --version carried \
+                 the commit; rebuild it",
+            ));
+        }
+        None => "binary".to_string(),
     };
-    let identity = format!("emulator-tools {version} (commit {commit}, {target}, {profile})");
     let template = template.replace(IDENTITY, &identity);
     let gzipped = gzip(&binary).context(|| format!("compressing {}", args.binary.display()))?;
     let user_data = render(&template, &base64(&gzipped), &digest)
