@@ -286,3 +286,36 @@ fn a_logged_error_shows_once_on_a_terminal() {
         "once on the terminal:\n{screen}"
     );
 }
+
+/// `make man` renders one page per tool (and emulator-tools) with the help's sections, and
+/// man(1) reads them.
+#[test]
+fn man_pages_render_for_every_tool() {
+    let dir = scratch();
+    let run = tool("render-man-pages")
+        .arg("--output")
+        .arg(dir.path())
+        .run();
+    run.success().stderr_is("");
+    for name in every_tool() {
+        let page = dir.path().join(format!("{name}.1"));
+        let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            text.starts_with(".ie \\n(.g .ds Aq") || text.contains(".TH "),
+            "{name}"
+        );
+        assert!(text.contains("Exit status:"), "{name}");
+        if has_program("man") {
+            let shown = std::process::Command::new("man")
+                .arg("-l")
+                .arg(&page)
+                .env("MANPAGER", "cat")
+                .env("MANWIDTH", "80")
+                .output()
+                .unwrap();
+            assert!(shown.status.success(), "man -l {}", page.display());
+            let shown = String::from_utf8_lossy(&shown.stdout);
+            assert!(shown.contains("Environment:"), "{name}:\n{shown}");
+        }
+    }
+}
