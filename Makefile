@@ -13,11 +13,20 @@ INSTALL_TARGET ?= $(shell uname -m)-unknown-linux-musl
 
 MULTICALL := emulator-tools
 GENERATOR := render-user-data
+MAN_GENERATOR := render-man-pages
+# The build's identity in every tool's --version (shared/build.rs): the commit, with -dirty when
+# tracked files differ from it, computed afresh on every make so a shipped binary never carries
+# a stale mark. Empty outside a git checkout: build.rs then says `unknown`.
+ifeq ($(origin HEXCLAVE_BUILD_COMMIT),undefined)
+HEXCLAVE_BUILD_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null)$(shell \
+    [ -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo -dirty)
+endif
+export HEXCLAVE_BUILD_COMMIT
 TEMPLATE := cloud-init/user-data.template
 # cargo names the output folder of the dev profile `debug`; every other profile keeps its name.
 PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all build toolchain targets user-data test prereqs lint bench size install clean
+.PHONY: all build toolchain targets user-data man test prereqs lint bench size install clean
 
 all: build
 
@@ -26,7 +35,7 @@ build: targets
 	@for t in $(TARGETS); do \
 	    echo "building $$t ($(PROFILE))"; \
 	    $(CARGO) build $(CARGO_FLAGS) --profile $(PROFILE) --target $$t --workspace --bins \
-	        --exclude $(GENERATOR) || exit 1; \
+	        --exclude $(GENERATOR) --exclude $(MAN_GENERATOR) || exit 1; \
 	done
 	@$(MAKE) --no-print-directory user-data
 
@@ -38,6 +47,13 @@ user-data: toolchain
 	        --binary target/$$t/$(PROFILE_DIR)/$(MULTICALL) \
 	        --output target/cloud-init/$${t%%-*}/user-data || exit 1; \
 	done
+
+# target/man/<tool>.1: one man page per tool and one for emulator-tools, rendered on this host
+# from the tools' own clap commands (the guest binary carries no man pages). `man -l
+# target/man/render-stack-env.1` reads one.
+man: toolchain
+	$(CARGO) build $(CARGO_FLAGS) -q -p $(MAN_GENERATOR)
+	target/debug/$(MAN_GENERATOR) --output target/man
 
 # What the build needs before cargo can run: Rust through rustup (the version in
 # rust-toolchain.toml) and a C compiler (libdeflate and the linker driver). Says what is missing
@@ -105,17 +121,20 @@ size: build
 	    printf '%-36s %9d bytes %9d under 1 MiB\n' "$$f" "$$size" "$$((1048576 - size))"; \
 	done
 
-# The multicall binary under PREFIX/lib/emulator-tools/ and one link per tool in PREFIX/bin/,
-# as the user-data installs them in a guest. DESTDIR stages the tree elsewhere; the links point
-# at the final PREFIX path.
-install: build
-	install -d $(DESTDIR)$(PREFIX)/lib/$(MULTICALL) $(DESTDIR)$(PREFIX)/bin
+# The multicall binary under PREFIX/lib/emulator-tools/, one link per tool and one named
+# emulator-tools in PREFIX/bin/, as the user-data installs them in a guest, and the man pages in
+# PREFIX/share/man/man1/. DESTDIR stages the tree elsewhere; the links point at the final PREFIX
+# path.
+install: build man
+	install -d $(DESTDIR)$(PREFIX)/lib/$(MULTICALL) $(DESTDIR)$(PREFIX)/bin \
+	    $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 0755 target/$(INSTALL_TARGET)/$(PROFILE_DIR)/$(MULTICALL) \
 	    $(DESTDIR)$(PREFIX)/lib/$(MULTICALL)/$(MULTICALL)
-	@for name in $$(target/$(shell uname -m)-unknown-linux-musl/$(PROFILE_DIR)/$(MULTICALL) --list); do \
+	@for name in $$(target/$(INSTALL_TARGET)/$(PROFILE_DIR)/$(MULTICALL) --list) $(MULTICALL); do \
 	    ln -sfn $(PREFIX)/lib/$(MULTICALL)/$(MULTICALL) $(DESTDIR)$(PREFIX)/bin/$$name || exit 1; \
 	    echo "linked $(DESTDIR)$(PREFIX)/bin/$$name -> $(PREFIX)/lib/$(MULTICALL)/$(MULTICALL)"; \
 	done
+	install -m 0644 target/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 
 clean:
 	$(CARGO) clean

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use sha2::{Digest, Sha256};
 use shared::error::{Context, Error};
 
@@ -28,6 +28,9 @@ const TOOL: &str = "render-user-data";
 const PAYLOAD: &str = "@EMULATOR_TOOLS_GZ_B64@";
 /// Where the binary's SHA-256 goes (64 lowercase hex digits); any number of times, at least once.
 const DIGEST: &str = "@EMULATOR_TOOLS_SHA256@";
+/// Where the binary's build identity goes (`emulator-tools VERSION (commit C, TARGET, PROFILE)`,
+/// read from the stamp in its bytes, as its `--version` prints it); any number of times.
+const IDENTITY: &str = "@EMULATOR_TOOLS_IDENTITY@";
 /// Base64 characters per line. Every line also carries the indentation and a newline, 7 bytes
 /// in the template, so short lines cost space: MIME's 76 made the user-data 9% larger than its
 /// payload, 2000 makes it 0.35%. 2000 keeps each line, indentation and newline included, within
@@ -40,7 +43,8 @@ const LINE_WIDTH: usize = 2000;
 /// The line of the template that holds only @EMULATOR_TOOLS_GZ_B64@ becomes the binary, gzipped
 /// and base64-encoded in lines of 2000 characters at that line's indentation (what cloud-init's
 /// `encoding: gz+b64` decodes); every @EMULATOR_TOOLS_SHA256@ becomes the binary's SHA-256 in
-/// lowercase hex. The output is written atomically; a result larger than --max-size is an error
+/// lowercase hex, every @EMULATOR_TOOLS_IDENTITY@ its build identity (version, commit, target,
+/// profile, read from the stamp in the binary). The output is written atomically; a result larger than --max-size is an error
 /// and nothing is written.
 #[derive(Parser)]
 #[command(name = TOOL, version)]
@@ -63,7 +67,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    shared::cli::run(TOOL, std::env::args_os(), run)
+    shared::cli::run(Args::command(), std::env::args_os(), run)
 }
 
 fn run(args: Args) -> Result<u8, Error> {
@@ -72,6 +76,21 @@ fn run(args: Args) -> Result<u8, Error> {
     let binary =
         std::fs::read(&args.binary).context(|| format!("reading {}", args.binary.display()))?;
     let digest = hex::encode(Sha256::digest(&binary));
+    let identity = match shared::stamp::find_in(&binary) {
+        Some([version, commit, target, profile]) => {
+            format!("emulator-tools {version} (commit {commit}, {target}, {profile})")
+        }
+        None if template.contains(IDENTITY) => {
+            return Err(Error::new(
+                format!("reading {}", args.binary.display()),
+                "no build stamp in it, and the template names the build: it is not an \
+                 emulator-tools binary of this workspace, or was built before --version carried \
+                 the commit; rebuild it",
+            ));
+        }
+        None => "binary".to_string(),
+    };
+    let template = template.replace(IDENTITY, &identity);
     let gzipped = gzip(&binary).context(|| format!("compressing {}", args.binary.display()))?;
     let user_data = render(&template, &base64(&gzipped), &digest)
         .map_err(|why| Error::new(args.template.display().to_string(), why))?;
@@ -88,7 +107,7 @@ fn run(args: Args) -> Result<u8, Error> {
     }
     write_atomically(&args.output, user_data.as_bytes())?;
     println!(
-        "{}: {size} bytes (binary {} bytes, gzipped {} bytes, sha256 {digest})",
+        "{}: {size} bytes ({identity}: {} bytes, gzipped {} bytes, sha256 {digest})",
         args.output.display(),
         binary.len(),
         gzipped.len()

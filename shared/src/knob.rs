@@ -45,7 +45,8 @@ pub fn var_os(stack_name: &str) -> Option<OsString> {
 }
 
 /// Makes every argument of `cmd` that reads `STACK_X` read `HEXCLAVE_X` instead when that is
-/// set, and says so in the help.
+/// set and not empty ([`lookup`]). (The help's Environment section, built by the layer that runs
+/// tools, says so.)
 pub fn with_hexclave_env(cmd: Command) -> Command {
     let knobs: Vec<(clap::Id, String)> = cmd
         .get_arguments()
@@ -55,25 +56,13 @@ pub fn with_hexclave_env(cmd: Command) -> Command {
             Some((arg.get_id().clone(), name.to_string()))
         })
         .collect();
-    if knobs.is_empty() {
-        return cmd;
-    }
-    let note = "Every STACK_* variable above is also read as HEXCLAVE_* (the product's new \
-                name); when both are set, the HEXCLAVE_* one wins. An empty variable counts as \
-                unset, under either name.";
-    let help = match cmd.get_after_help() {
-        Some(existing) => format!("{existing}\n\n{note}"),
-        None => note.to_string(),
-    };
     knobs
         .into_iter()
         .filter_map(|(id, stack)| {
             let (name, _) = lookup(&stack)?;
             (name != stack).then_some((id, name))
         })
-        .fold(cmd.after_help(help), |cmd, (id, new)| {
-            cmd.mut_arg(id, |arg| arg.env(new))
-        })
+        .fold(cmd, |cmd, (id, new)| cmd.mut_arg(id, |arg| arg.env(new)))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! | 3 | [`log`], [`docker`], [`emulator`] | the provision log; the docker client; the emulator's files (env files, keys, volumes, defaults) |
 //! | 2 | [`process`] | the one way to start a program |
 //! | 1 | [`os`] | atomic files, mounts, block devices, signals |
-//! | 0 | [`error`], [`knob`], [`duration`] | the error type; `STACK_*`/`HEXCLAVE_*` names; durations as text |
+//! | 0 | [`error`], [`knob`], [`duration`], [`stamp`] | the error type; `STACK_*`/`HEXCLAVE_*` names; durations as text; the build's identity |
 //!
 //! No module here is named after a tool or knows one: a tool's name comes in as a value.
 
@@ -25,4 +25,5 @@ pub mod knob;
 pub mod log;
 pub mod os;
 pub mod process;
+pub mod stamp;
 pub mod wait;

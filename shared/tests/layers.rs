@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Each top-level module of `shared` and its layer, as `src/lib.rs` documents them.
-const LAYERS: [(&str, u8); 10] = [
+const LAYERS: [(&str, u8); 11] = [
     ("error", 0),
+    ("stamp", 0),
     ("knob", 0),
     ("duration", 0),
     ("os", 1),

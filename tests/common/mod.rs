@@ -310,6 +310,20 @@ impl Run {
     }
 }
 
+/// What `NAME --version` prints: the build's identity, as the tools were built with the same
+/// `shared` as this test binary (the same commit, target and profile).
+pub fn version_text(name: &str) -> String {
+    use shared::stamp::{COMMIT, PROFILE, TARGET, VERSION};
+    format!("{name} {VERSION}\ncommit:  {COMMIT}\ntarget:  {TARGET}\nprofile: {PROFILE}\n")
+}
+
+/// Whether a help text holds `needle`, wherever the help's wrapping broke its lines: runs of
+/// blanks and line breaks count as one blank on both sides.
+pub fn help_contains(help: &str, needle: &str) -> bool {
+    let flat = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    help.contains(needle) || flat(help).contains(&flat(needle))
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()

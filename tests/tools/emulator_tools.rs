@@ -141,8 +141,18 @@ fn help_shows_the_usage_and_every_tool() {
         ),
         "{out}"
     );
-    let tools: String = listed_tools().iter().map(|t| format!("  {t}\n")).collect();
-    assert!(out.contains(&format!("Tools:\n{tools}\n")), "{out}");
+    // Each tool on a line of its own, with its one-line description (its crate's).
+    let tools = &out[out.find("Tools:\n").expect("a Tools section")..];
+    for name in listed_tools() {
+        assert!(
+            tools.contains(&format!("\n  {name}  ")),
+            "{name} and its description:\n{out}"
+        );
+    }
+    assert!(
+        tools.contains("  wait-for-deps                Wait for the deps container's services"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -151,7 +161,7 @@ fn version() {
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!("emulator-tools {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout_is(version_text("emulator-tools"));
 }
 
 #[test]
@@ -198,7 +208,7 @@ fn unknown_tool_is_a_usage_error() {
         .stdout_is("")
         .stderr_is(
             "emulator-tools: unknown tool \"wait-for-nothing\": `emulator-tools --list` prints \
-             the tools\n",
+             the tools\nTry 'emulator-tools --help' for more information.\n",
         );
 }
 
@@ -250,7 +260,7 @@ fn program_name_selects_the_tool() {
         .stdout_is("STACK_PROVISION: hello --version\n");
     run_program(&link, &["--version"], &[], b"")
         .success()
-        .stdout_is(format!("log-provision {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout_is(version_text("log-provision"));
     let copy = dir.path().join("log-provision-stream");
     // Copied by cp, not by this process: a descriptor open for writing here could be inherited
     // by a child another test forks meanwhile, and running the copy would fail with ETXTBSY.
@@ -287,7 +297,7 @@ fn near_names_are_not_tools() {
             .stdout_is("")
             .stderr_is(
                 "emulator-tools: unknown tool \"hello\": `emulator-tools --list` prints the \
-                 tools\n",
+                 tools\nTry 'emulator-tools --help' for more information.\n",
             );
         // Called by a name that is no tool, the first argument still selects one.
         run_program(&link, &["log-provision", "hi"], &[], b"")
@@ -302,7 +312,13 @@ fn install_links_every_tool_and_can_run_again() {
     let bin = dir.path().join("usr/local/bin");
     let target = multicall_path();
     let tools = listed_tools();
-    let created: String = tools
+    // Every tool, then emulator-tools itself, so it is on PATH too.
+    let linked: Vec<String> = tools
+        .iter()
+        .cloned()
+        .chain([MULTICALL.to_string()])
+        .collect();
+    let created: String = linked
         .iter()
         .map(|t| format!("created {}/{t} -> {}\n", bin.display(), target.display()))
         .collect();
@@ -318,15 +334,17 @@ fn install_links_every_tool_and_can_run_again() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, tools);
-    for name in &tools {
+    let mut expected = linked.clone();
+    expected.sort();
+    assert_eq!(names, expected);
+    for name in &linked {
         let link = bin.join(name);
         assert_eq!(std::fs::read_link(&link).unwrap(), target);
         run_program(&link, &["--version"], &[], b"")
             .success()
-            .stdout_is(format!("{name} {}\n", env!("CARGO_PKG_VERSION")));
+            .stdout_is(version_text(name));
     }
-    let kept: String = tools
+    let kept: String = linked
         .iter()
         .map(|t| format!("kept {}/{t} -> {}\n", bin.display(), target.display()))
         .collect();
@@ -354,6 +372,7 @@ fn install_replaces_stale_links_and_leaves_other_files_alone() {
         .stdout_is(
             listed_tools()
                 .iter()
+                .chain([&MULTICALL.to_string()])
                 .filter(|t| *t != "log-provision-stream")
                 .map(|t| match t.as_str() {
                     "log-provision" => format!(
@@ -381,7 +400,7 @@ fn install_replaces_stale_links_and_leaves_other_files_alone() {
     let left: Vec<_> = std::fs::read_dir(bin).unwrap().collect();
     assert_eq!(
         left.len(),
-        listed_tools().len(),
+        listed_tools().len() + 1,
         "no temporary link left behind"
     );
 }
@@ -532,6 +551,28 @@ fn aarch64_build_under_qemu_matches_the_x86_64_build() {
         let host = run("host", &multicall_path(), false);
         let x86 = run("x86_64", &musl_multicall(X86_64), false);
         let arm = run("aarch64", &musl_multicall(AARCH64), true);
+        // --version names the build: the same commit and version, each its own target and
+        // profile. Everything else must match byte for byte.
+        let (host, x86, arm) = if args.last() == Some(&"--version") {
+            let commit = |out: &(Option<i32>, Vec<u8>, Vec<u8>, Vec<u8>)| {
+                let text = String::from_utf8_lossy(&out.1).into_owned();
+                let target = text.lines().nth(2).unwrap_or_default().to_string();
+                (
+                    out.0,
+                    text.lines().take(2).collect::<Vec<_>>().join("\n"),
+                    target,
+                )
+            };
+            let (h, x, a) = (commit(&host), commit(&x86), commit(&arm));
+            assert_eq!((&x.0, &x.1), (&h.0, &h.1), "x86_64 vs host: {args:?}");
+            assert_eq!((&a.0, &a.1), (&x.0, &x.1), "aarch64 vs x86_64: {args:?}");
+            assert_eq!(x.2, format!("target:  {X86_64}"));
+            assert_eq!(a.2, format!("target:  {AARCH64}"));
+            checked += 1;
+            continue;
+        } else {
+            (host, x86, arm)
+        };
         assert_eq!(x86, host, "x86_64 musl vs host build: {args:?}");
         assert_eq!(arm, x86, "aarch64 under qemu vs x86_64: {args:?}");
         match args.first() {

@@ -531,19 +531,22 @@ fn help_version_and_bad_flag() {
         "[default: STACKBUNDLE]",
         "[default: /mnt/stack-bundle]",
         "[default: \"systemctl enable --now docker\"]",
-        "[default: 300]",
-        "[default: 10]",
+        "[default: 300s]",
+        "[default: 10s]",
         "[default: /etc/stack-build.env]",
         "[default: /etc/stack-build-arch.env]",
         "img.tgz.sha256",
     ] {
-        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+        assert!(
+            help_contains(&help, needle),
+            "--help lacks {needle}:\n{help}"
+        );
     }
     tool(TOOL)
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!("{TOOL} {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout_is(version_text(TOOL));
     tool(TOOL)
         .arg("--bogus")
         .run()

@@ -113,7 +113,7 @@ fn lone_help_and_version_are_not_logged() {
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!("log-provision {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout_is(version_text("log-provision"));
     tool("log-provision")
         .args(["--help", "me"])
         .run()

@@ -1,3 +1,4 @@
+mod all_tools;
 mod docker_harness;
 mod emulator_tools;
 mod fake_emulator;

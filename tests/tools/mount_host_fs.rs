@@ -258,13 +258,13 @@ fn help_and_version() {
         "[default: hostfs]",
         "[default: trans=virtio,version=9p2000.L]",
     ] {
-        assert!(run.stdout_str().contains(text), "{text}");
+        assert!(help_contains(&run.stdout_str(), text), "{text}");
     }
     tool(TOOL)
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!("mount-host-fs {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout_is(version_text("mount-host-fs"));
 }
 
 #[test]

@@ -376,6 +376,14 @@ fn each_fatal_step_failing_runs_the_failure_block_with_its_status() {
         rig.make(key, "exit 7");
         let run = rig.cmd().run();
         run.code_is(7);
+        // The failure block's two lines end stdout too, as they end the log file.
+        assert!(
+            run.stdout_str().ends_with(
+                "\nERROR: provision-build exited with code 7\nSTACK_CLOUD_INIT_FAILED\n"
+            ),
+            "{step}: {}",
+            run.stdout_str()
+        );
         let steps: Vec<String> = rig
             .calls()
             .into_iter()
@@ -893,7 +901,10 @@ fn help_lists_the_steps() {
         "  install-emulator-containers TOOLS/install-emulator-containers; fail with its status",
         "Exit status:",
     ] {
-        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+        assert!(
+            help_contains(&help, needle),
+            "--help lacks {needle:?}:\n{help}"
+        );
     }
     assert!(!help.contains("test-panic"), "the test knob stays hidden");
 }
@@ -904,7 +915,7 @@ fn version() {
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!("provision-build {}\n", env!("CARGO_PKG_VERSION")))
+        .stdout_is(version_text("provision-build"))
         .stderr_is("");
 }
 
@@ -919,7 +930,7 @@ fn bad_arguments_are_usage_errors_and_run_nothing() {
         ),
         (
             &["--shutdown-delay=soon"][..],
-            "\"soon\" is not a number of seconds (e.g. 2 or 0.5)",
+            "invalid value 'soon' for '--shutdown-delay <DURATION>': expected a number of seconds",
         ),
         (&["--force-poweroff="][..], "must name a command"),
         (&["--shutdown=shutdown 'now"][..], "missing closing quote"),

@@ -757,7 +757,10 @@ fn help_documents_defaults_and_the_env_file_syntax() {
         "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
         "NEXT_PUBLIC_STACK_PORT_PREFIX",
     ] {
-        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+        assert!(
+            help_contains(&help, needle),
+            "--help lacks {needle:?}:\n{help}"
+        );
     }
 }
 
@@ -767,7 +770,7 @@ fn version_and_bad_flag() {
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!("{TOOL} {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout_is(version_text(TOOL));
     let run = tool(TOOL).arg("--bogus").run();
     run.code_is(2)
         .stdout_is("")
@@ -1234,4 +1237,48 @@ fn a_label_that_is_no_label_is_a_usage_error() {
             ));
     }
     assert!(!setup.output().exists());
+}
+
+/// `--output -` mounts nothing: when the disk is not mounted, the missing env file is explained
+/// as the normal path explains a missing disk — which disk, and what to do.
+#[test]
+fn output_dash_explains_an_unmounted_disk() {
+    let setup = Setup::seeded();
+    std::fs::remove_file(setup.runtime()).unwrap();
+    std::fs::remove_file(setup.base()).unwrap();
+    let empty = setup.path("no-disks");
+    std::fs::create_dir_all(&empty).unwrap();
+    // No disk with the label: the lookup's own reason follows.
+    let run = setup
+        .cmd()
+        .args(["--output", "-", "--by-label-dir"])
+        .arg(&empty)
+        .arg("--sys-block-dir")
+        .arg(&empty)
+        .run();
+    run.code_is(1).stdout_is("");
+    let text = run.stderr_str();
+    assert!(
+        text.starts_with(&format!(
+            "{TOOL}: reading {}: {} is not a mount point, and --output - mounts nothing; and \
+             finding the disk labelled STACKCFG: ",
+            setup.runtime().display(),
+            setup.cfg().display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("check that the disk is attached"), "{text}");
+    // A known device: the command that mounts it.
+    let run = setup
+        .cmd()
+        .args(["--output", "-", "--device", "/dev/vdz"])
+        .run();
+    run.code_is(1).stdout_is("").stderr_is(format!(
+        "{TOOL}: reading {}: {} is not a mount point, and --output - mounts nothing: mount the \
+         STACKCFG disk first (mount -o ro /dev/vdz {}), run render-stack-env once without \
+         --output - (it mounts the disk), or name the files with --runtime-env and --base-env\n",
+        setup.runtime().display(),
+        setup.cfg().display(),
+        setup.cfg().display()
+    ));
 }

@@ -389,16 +389,16 @@ fn help_version_and_bad_arguments() {
         "[default: /etc/stack-build.env]",
         "[default: /etc/stack-build-computed.env]",
         "[default: /var/run/stack-local-init-services.done]",
-        "[env: STACK_DEPS_TIMEOUT=]",
+        "STACK_DEPS_TIMEOUT",
         "128+N  stopped by signal N",
     ] {
-        assert!(help.contains(text), "--help lacks {text:?}:\n{help}");
+        assert!(help_contains(&help, text), "--help lacks {text:?}:\n{help}");
     }
     tool(TOOL)
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!("{TOOL} {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout_is(version_text(TOOL));
     tool(TOOL)
         .arg("--init-timeout=soon")
         .run()

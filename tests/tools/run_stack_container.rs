@@ -422,13 +422,16 @@ fn help_version_and_bad_flag() {
         "[default: stack-local-emulator]",
         "-v /host:/host:rshared stack-local-emulator",
     ] {
-        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+        assert!(
+            help_contains(&help, needle),
+            "--help lacks {needle}:\n{help}"
+        );
     }
     tool(TOOL)
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!("{TOOL} {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout_is(version_text(TOOL));
     tool(TOOL)
         .arg("--bogus")
         .run()

@@ -736,7 +736,8 @@ fn paths_the_wipe_would_take_are_usage_errors() {
         .run()
         .code_is(2)
         .stderr_is(
-            "slim-docker-image: --image-tar relative.tar: must be an absolute path without '..'\n",
+            "slim-docker-image: --image-tar relative.tar: must be an absolute path without '..'\n\
+             Try 'slim-docker-image --help' for more information.\n",
         );
 }
 
@@ -765,14 +766,14 @@ fn help_version_and_bad_arguments() {
         "STACK_SEED_INTERNAL_PROJECT_{PUBLISHABLE_CLIENT,SECRET_SERVER}_KEY",
         "also as NEXT_PUBLIC_STACK_PORT_PREFIX",
     ] {
-        assert!(help.contains(text), "--help lacks {text:?}:\n{help}");
+        assert!(help_contains(&help, text), "--help lacks {text:?}:\n{help}");
     }
     assert!(!help.contains("crash-after"), "the test knob stays hidden");
     tool(TOOL)
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!("{TOOL} {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout_is(version_text(TOOL));
     tool(TOOL)
         .args(["--stop-engine-command", ""])
         .run()

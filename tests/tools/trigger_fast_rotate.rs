@@ -13,6 +13,8 @@ use crate::common::docker::{self, Container, ImageBuilder};
 use crate::common::*;
 
 const TOOL: &str = "trigger-fast-rotate";
+/// The line after every usage error (stdin rejected is one: exit 2).
+const HINT: &str = "Try 'trigger-fast-rotate --help' for more information.\n";
 const KEYS: [&str; 4] = [
     "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
     "STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY",
@@ -270,7 +272,7 @@ fn bad_input_is_refused_before_docker_runs() {
         let run = fake.tool().stdin(&input).run();
         run.code_is(2)
             .stdout_is("")
-            .stderr_is(format!("{prefix}{message}\n"));
+            .stderr_is(format!("{prefix}{message}\n{HINT}"));
         assert_eq!(fake.argv(), None, "docker ran for {input:?}");
         for value in s.values() {
             assert!(
@@ -290,7 +292,8 @@ fn oversized_input_is_refused() {
         .run()
         .code_is(2)
         .stderr_is(
-            "trigger-fast-rotate: stdin: more than 65536 bytes; expected four KEY=VALUE lines\n",
+            "trigger-fast-rotate: stdin: more than 65536 bytes; expected four KEY=VALUE lines\n\
+             Try 'trigger-fast-rotate --help' for more information.\n",
         );
     assert_eq!(fake.argv(), None);
 }
@@ -436,7 +439,7 @@ fn rotates_secrets_in_a_real_container() {
     rotate(&format!("{}\nX=$(touch {pwned})", third.input()))
         .code_is(2)
         .stderr_is(format!(
-            "trigger-fast-rotate: stdin line 5: unknown key `X`; {EXPECTED_ONE_OF}\n"
+            "trigger-fast-rotate: stdin line 5: unknown key `X`; {EXPECTED_ONE_OF}\n{HINT}"
         ));
     let injected = third
         .input()
@@ -475,16 +478,13 @@ fn help_and_version() {
         "[default: docker]",
         "127  docker was not found",
     ] {
-        assert!(run.stdout_str().contains(text), "{text}");
+        assert!(help_contains(&run.stdout_str(), text), "{text}");
     }
     tool(TOOL)
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!(
-            "trigger-fast-rotate {}\n",
-            env!("CARGO_PKG_VERSION")
-        ));
+        .stdout_is(version_text("trigger-fast-rotate"));
 }
 
 #[test]
@@ -673,7 +673,7 @@ fn both_names_of_a_key_with_different_values_are_refused_naming_both_lines() {
         let run = fake.tool().stdin(&input).run();
         run.code_is(2)
             .stdout_is("")
-            .stderr_is(format!("trigger-fast-rotate: {message}\n"));
+            .stderr_is(format!("trigger-fast-rotate: {message}\n{HINT}"));
         assert_eq!(fake.argv(), None, "docker ran for {input:?}");
         for value in s.values().iter().chain(other.values()) {
             assert!(!run.stderr_str().contains(value.as_str()), "value shown");
@@ -771,4 +771,59 @@ fn a_container_name_that_is_no_name_is_a_usage_error_and_nothing_runs() {
         .run()
         .success();
     assert_eq!(fake.argv(), Some(argv_with_both_names("stack-2.b_c")));
+}
+
+/// On a terminal, the tool says it is reading stdin (on stderr) instead of waiting silently;
+/// from a pipe, as the host feeds it, it says nothing.
+#[test]
+fn says_it_reads_stdin_when_stdin_is_a_terminal() {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the two ints; the other arguments may be
+    // null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    // SAFETY: both descriptors are new and owned by nothing else.
+    let (master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    };
+    let child = std::process::Command::new(tool_path(TOOL))
+        .args(["--docker", "/nonexistent/docker"])
+        .stdin(slave)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // End of input on the terminal: Ctrl-D at the start of a line.
+    let mut input = master;
+    std::io::Write::write_all(&mut input, b"\x04").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "trigger-fast-rotate: reading the four KEY=value lines from stdin (the terminal); \
+             end with Ctrl-D\n"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // From a pipe: only the error about the (empty) input.
+    let run = tool(TOOL).args(["--docker", "/nonexistent/docker"]).run();
+    run.code_is(2);
+    assert!(
+        !run.stderr_str().contains("reading the four"),
+        "{}",
+        run.stderr_str()
+    );
 }

@@ -287,9 +287,70 @@ fn payload_decodes_to_the_built_binary() {
         let text = std::fs::read_to_string(&file).unwrap();
         assert_eq!(
             text.matches(&digest).count(),
-            2,
-            "{triple}: digest {digest} in the check"
+            3,
+            "{triple}: digest {digest} in the check and in the comment at the entry"
         );
+    }
+}
+
+/// The binary's entry carries its identity (as its `--version` prints it) and the one command
+/// that checks it in a guest; the x86_64 build, run here, names the commit of HEAD.
+#[test]
+fn binary_entry_names_the_build_and_how_to_verify_it() {
+    let dir = scratch();
+    for (triple, file) in rendered!(dir.path()) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let binary = musl_multicall(triple);
+        let digest = sha256sum(&binary);
+        let stamp = shared::stamp::find_in(&std::fs::read(&binary).unwrap()).expect("a stamp");
+        let [version, commit, target, profile] = &stamp;
+        assert_eq!(target, triple);
+        let entry = format!(
+            "write_files:\n  # emulator-tools {version} (commit {commit}, {triple}, {profile}); \
+             verify it in the guest with\n  #   echo '{digest}  {BINARY_PATH}' | sha256sum -c\n  \
+             - path: {BINARY_PATH}\n"
+        );
+        assert!(text.contains(&entry), "{triple}: {entry}");
+        if triple == X86_64 {
+            let out = dir.path().join("decoded");
+            helper(&[
+                os("payload"),
+                file.as_os_str(),
+                os(BINARY_PATH),
+                out.as_os_str(),
+            ]);
+            let version_text = run_program(&out, &["--version"], &[], b"").stdout_str();
+            assert_eq!(
+                version_text,
+                format!(
+                    "emulator-tools {version}\ncommit:  {commit}\ntarget:  {target}\nprofile: \
+                     {profile}\n"
+                )
+            );
+            let head = run_program(
+                "git",
+                &[
+                    "-C",
+                    env!("CARGO_MANIFEST_DIR"),
+                    "rev-parse",
+                    "--short",
+                    "HEAD",
+                ],
+                &[],
+                b"",
+            );
+            if head.code() == Some(0) {
+                assert_eq!(commit.trim_end_matches("-dirty"), head.stdout_str().trim());
+            }
+            // The command in the comment verifies the decoded binary.
+            let check = run_program(
+                "sha256sum",
+                &["-c"],
+                &[],
+                format!("{digest}  {}\n", out.display()).as_bytes(),
+            );
+            check.success();
+        }
     }
 }
 
@@ -412,6 +473,16 @@ fn first_runcmd_step_links_the_tools_then_the_rest_runs() {
         ));
         assert_eq!(std::fs::read_link(bin.join(name)).unwrap(), guest.binary());
     }
+    // And emulator-tools itself, so `emulator-tools --list` works in the guest.
+    expected.push_str(&format!(
+        "created {}/emulator-tools -> {}\n",
+        bin.display(),
+        guest.binary().display()
+    ));
+    assert_eq!(
+        std::fs::read_link(bin.join("emulator-tools")).unwrap(),
+        guest.binary()
+    );
     run.stdout_is(expected);
     run_program(bin.join("log-provision"), &["linked"], &[], b"")
         .success()
@@ -481,7 +552,7 @@ fn generator_help_version_and_bad_arguments() {
         .arg("--version")
         .run()
         .success()
-        .stdout_is(format!("render-user-data {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout_is(version_text("render-user-data"));
     tool(GENERATOR)
         .arg("--bogus")
         .run()
@@ -520,7 +591,19 @@ fn generator_refuses_a_user_data_over_the_size_limit() {
     let dir = scratch();
     let binary = dir.path().join("binary");
     let output = dir.path().join("user-data");
+    // Without a build stamp the template's identity comment cannot be filled.
     std::fs::write(&binary, "small").unwrap();
+    tool(GENERATOR)
+        .arg("--template")
+        .arg(template())
+        .arg("--binary")
+        .arg(&binary)
+        .arg("--output")
+        .arg(&output)
+        .run()
+        .code_is(1)
+        .stderr_contains("no build stamp in it, and the template names the build");
+    std::fs::write(&binary, format!("small{}", shared::stamp::STAMP)).unwrap();
     let run = tool(GENERATOR)
         .arg("--template")
         .arg(template())

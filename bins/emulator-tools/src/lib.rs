@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use shared::cli::help::{self, Help};
 use shared::error::{Context, Error, FAILURE};
 
 pub mod install;
@@ -29,42 +30,61 @@ const MULTICALL: &str = "emulator-tools";
 /// tool. Called by any other name, the first argument names the tool:
 /// `emulator-tools wait-for-deps --help`.
 ///
-/// --install DIR creates one symbolic link per tool in DIR, pointing at this binary (DIR is
-/// created when missing). It can be run again: a link already pointing here is kept, a link
-/// pointing elsewhere is replaced, and a file that is not a link is left alone and reported
-/// (exit status 1). Each name is reported on stdout as created, kept or replaced, after every
-/// link was made: a report that cannot be written (a full disk, a closed pipe) is an error, but
-/// costs no link. DIR must be a directory or missing; a file, a dangling symbolic link or a loop
-/// of links in its place is named as such.
+/// --install DIR creates one symbolic link per tool in DIR, and one named emulator-tools,
+/// pointing at this binary (DIR is created when missing). It can be run again: a link already
+/// pointing here is kept, a link pointing elsewhere is replaced, and a file that is not a link is
+/// left alone and reported (exit status 1). Each name is reported on stdout as created, kept or
+/// replaced, after every link was made: a report that cannot be written (a full disk, a closed
+/// pipe) is an error, but costs no link. DIR must be a directory or missing; a file, a dangling
+/// symbolic link or a loop of links in its place is named as such.
 #[derive(Parser)]
-#[command(name = MULTICALL, version, arg_required_else_help = true)]
+#[command(name = MULTICALL, arg_required_else_help = true)]
 #[command(override_usage = "emulator-tools TOOL [ARGS]...\n       \
                             emulator-tools --list\n       \
                             emulator-tools --install DIR")]
-#[command(after_help = tools_help())]
 pub struct Args {
-    /// Print the name of every tool, one per line.
+    /// Print the name of every tool, one per line (for scripts; --help says what each does).
     #[arg(long, conflicts_with = "install")]
     pub list: bool,
 
-    /// Link every tool name in DIR to this binary.
+    /// Link every tool name, and emulator-tools, in DIR to this binary.
     #[arg(long, value_name = "DIR")]
     pub install: Option<PathBuf>,
 }
 
+/// The tools, each with its one-line description, and where to read more.
 fn tools_help() -> String {
-    let mut help = String::from("Tools:\n");
-    for tool in tools::TOOLS {
-        help.push_str("  ");
-        help.push_str(tool.name);
-        help.push('\n');
-    }
-    help.push_str("\nRun `emulator-tools TOOL --help` for a tool's own help.");
-    help
+    let rows: Vec<(String, String)> = tools::TOOLS
+        .iter()
+        .map(|tool| {
+            let about = (tool.command)()
+                .get_about()
+                .map(|about| about.to_string())
+                .unwrap_or_default();
+            (tool.name.to_string(), about)
+        })
+        .collect();
+    format!(
+        "Tools:\n{}\nRun `emulator-tools TOOL --help` for a tool's own help.",
+        help::rows(&rows)
+    )
 }
 
 pub fn command() -> clap::Command {
-    Args::command()
+    let tools = tools_help();
+    help::command(
+        Args::command(),
+        &Help {
+            about: env!("CARGO_PKG_DESCRIPTION"),
+            exit: &[
+                ("N", "the tool's own status, when a tool runs"),
+                ("0", "--list or --install done"),
+                ("1", "--install found a file in the way, or could not link"),
+            ],
+            notes: &tools,
+            ..Help::default()
+        },
+    )
 }
 
 /// Runs the tool named by `args[0]`'s file name, else the one named by `args[1]`, else the
@@ -82,15 +102,17 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return (tool.main)(args);
         }
         if !arg1.as_bytes().starts_with(b"-") {
-            let err = Error::usage(
-                format!("unknown tool {:?}", arg1.to_string_lossy()),
-                format!("`{MULTICALL} --list` prints the tools"),
-            );
+            let name = arg1.to_string_lossy();
+            let why = match tools::similar(&name) {
+                Some(near) => format!("did you mean {near}? `{MULTICALL} --list` prints the tools"),
+                None => format!("`{MULTICALL} --list` prints the tools"),
+            };
+            let err = Error::usage(format!("unknown tool {name:?}"), why);
             shared::cli::report(MULTICALL, &err);
             return ExitCode::from(err.code());
         }
     }
-    shared::cli::run(MULTICALL, args, front)
+    shared::cli::run(command(), args, front)
 }
 
 fn front(args: Args) -> Result<u8, Error> {
@@ -108,7 +130,7 @@ fn front(args: Args) -> Result<u8, Error> {
         let outcomes = install::install(
             &dir,
             &target,
-            tools::TOOLS.iter().map(|tool| tool.name),
+            tools::TOOLS.iter().map(|tool| tool.name).chain([MULTICALL]),
             MULTICALL,
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),

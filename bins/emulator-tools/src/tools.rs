@@ -50,6 +50,18 @@ pub fn find(name: &std::ffi::OsStr) -> Option<&'static Tool> {
     TOOLS.iter().find(|tool| name == tool.name)
 }
 
+/// The tool whose name is closest to `name`, when it is a likely typo of it (`wait-for-dep`,
+/// `log-provison`): at most two letters added, dropped, changed or swapped. The names share
+/// long parts (`wait-for-`), so a looser measure would suggest a tool for any `wait-for-…`.
+pub fn similar(name: &str) -> Option<&'static str> {
+    TOOLS
+        .iter()
+        .map(|tool| (strsim::damerau_levenshtein(name, tool.name), tool.name))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +101,14 @@ mod tests {
             names, crates,
             "add the missing tools to the table in src/tools.rs (and to Cargo.toml)"
         );
+    }
+
+    #[test]
+    fn typos_suggest_the_nearest_tool() {
+        assert_eq!(similar("wait-for-dep"), Some("wait-for-deps"));
+        assert_eq!(similar("wait-for-nothing"), None);
+        assert_eq!(similar("log-provison"), Some("log-provision"));
+        assert_eq!(similar("ls"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::install::Options;
 use clap::{CommandFactory, Parser};
 use shared::cli::args;
 use shared::cli::args::Checked;
+use shared::cli::help::{self, Help};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
 use shared::duration::parse as duration;
 use shared::os::blockdev::{self, Disk, Lookup};
@@ -20,37 +21,50 @@ const TOOL: &str = install::TOOL;
 const LONG_ABOUT: &str = "\
 Load the emulator's docker image from the STACKBUNDLE disk.
 
-1. Mounts the disk labelled STACKBUNDLE read-only at the mount point (created when missing),
-   unless that is a mount point already, so a re-run works. The disk is found through
-   /dev/disk/by-label, or, without udev, by reading the superblock of every device in
-   /sys/class/block (ext2/3/4, iso9660, vfat); the filesystem type is probed the same way.
-2. Runs the start command (default `systemctl enable --now docker`). It is split into words as a
-   shell would, but no shell runs it; an empty command skips this step. A failure stops here.
-3. Waits until `docker info` answers, trying again with a growing pause (at most 0.5 s), each
-   try killed after the attempt timeout. A line every 30 s says what it last answered; after
-   the timeout the tool gives up with that answer.
-4. Loads img.tgz: it is inflated in this process and the tar streamed into `docker load`
-   (faster than `gzip -dc img.tgz | docker load`; see the README's Performance section).
-   A progress line every interval gives the bytes read, the total and the rate. A file that is
-   missing, empty, not gzip, truncated or corrupt (gzip checksum) is an error naming it. When
-   img.tgz.sha256 sits beside it (sha256sum output, or the bare hex digest) the digest is
-   checked while streaming. The last MiB of the archive is held back until both checks pass,
-   so docker never receives the end of a bad archive and keeps no image from it.
-   `docker load` prints `Loaded image: ...` on stdout as before.
-5. Copies build.env to the build env file and build-arch.env to the build-arch env file when
-   they are present, each atomically with mode 0644.
+1. Mounts the disk labelled STACKBUNDLE read-only at the mount point (created
+   when missing), unless that is a mount point already, so a re-run works. The
+   disk is found through /dev/disk/by-label, or, without udev, by reading the
+   superblock of every device in /sys/class/block (ext2/3/4, iso9660, vfat); the
+   filesystem type is probed the same way.
+2. Runs the start command (default `systemctl enable --now docker`). It is split
+   into words as a shell would, but no shell runs it; an empty command skips
+   this step. A failure stops here.
+3. Waits until `docker info` answers, trying again with a growing pause (at most
+   0.5 s), each try killed after the attempt timeout. A line every 30 s says
+   what it last answered; after the timeout the tool gives up with that answer.
+4. Loads img.tgz: it is inflated in this process and the tar streamed into
+   `docker load` (faster than `gzip -dc img.tgz | docker load`; see the README's
+   Performance section). A progress line every interval gives the bytes read,
+   the total and the rate. A file that is missing, empty, not gzip, truncated or
+   corrupt (gzip checksum) is an error naming it. When img.tgz.sha256 sits
+   beside it (sha256sum output, or the bare hex digest) the digest is checked
+   while streaming. The last MiB of the archive is held back until both checks
+   pass, so docker never receives the end of a bad archive and keeps no image
+   from it. `docker load` prints `Loaded image: ...` on stdout as before.
+5. Copies build.env to the build env file and build-arch.env to the build-arch
+   env file when they are present, each atomically with mode 0644.
 
-Progress lines go to stdout as `STACK_PROVISION: install-emulator-containers: ...` and to the
-file named by STACK_PROVISION_LOG_FILE, as log-provision writes them.";
+Progress lines go to stdout as `STACK_PROVISION: install-emulator-containers:
+...` and to the file named by STACK_PROVISION_LOG_FILE, as log-provision writes
+them.";
+
+const HELP: Help<'static> = Help {
+    about: env!("CARGO_PKG_DESCRIPTION"),
+    env: &[help::LOG_FILE, help::DOCKER_HOST],
+    exit: &[
+        ("0", "loaded (and the env files copied)"),
+        (
+            "1",
+            "any step failed; the message names the file, device or command",
+        ),
+    ],
+    notes: "Durations are seconds (300, 2.5) or a number with a unit: 500ms, 30s, 5m.",
+    long_notes: "",
+};
 
 /// Load the emulator's docker image from the STACKBUNDLE disk.
 #[derive(Parser)]
-#[command(name = TOOL, version, long_about = LONG_ABOUT)]
-#[command(after_help = "Exit status:\n  \
-    0  loaded (and the env files copied)\n  \
-    1  any step failed; the message names the file, device or command\n  \
-    2  bad usage\n\n\
-    The docker client honours DOCKER_HOST.")]
+#[command(name = TOOL, long_about = LONG_ABOUT)]
 pub struct Args {
     /// The bundle disk's device; when omitted it is found by --label.
     #[arg(long, value_name = "DEVICE")]
@@ -72,8 +86,8 @@ pub struct Args {
     #[arg(long)]
     pub no_mount: bool,
 
-    /// The image archive [default: MOUNT_POINT/img.tgz]; its checksum file is FILE.sha256, and
-    /// build.env and build-arch.env are read from its directory.
+    /// The image archive; its checksum file is FILE.sha256, and build.env and build-arch.env are
+    /// read from its directory [default: MOUNT_POINT/img.tgz]
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
 
@@ -85,16 +99,16 @@ pub struct Args {
     #[arg(long, value_name = "PROGRAM", default_value = DEFAULT_PROGRAM)]
     pub docker: OsString,
 
-    /// How long to wait for `docker info` to answer (seconds, or with a unit: 500ms, 5m).
-    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = Checked(duration))]
+    /// How long to wait for `docker info` to answer.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = Checked(duration))]
     pub docker_timeout: Duration,
 
     /// How long one `docker info` may take before it is killed and tried again.
-    #[arg(long, value_name = "DURATION", default_value = "30", value_parser = Checked(duration))]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = Checked(duration))]
     pub attempt_timeout: Duration,
 
     /// How often a progress line is logged while img.tgz loads.
-    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(duration))]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Checked(duration))]
     pub progress_interval: Duration,
 
     /// Where build.env is copied.
@@ -136,11 +150,11 @@ impl Args {
 }
 
 pub fn command() -> clap::Command {
-    Args::command()
+    help::command(Args::command(), &HELP)
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run_logged(TOOL, args, |args: Args, log| {
+    shared::cli::run_logged(command(), args, |args: Args, log| {
         install::run(&args.options()?, log).map(|()| 0)
     })
 }

@@ -5,6 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use shared::cli::help::{self, Help};
 use shared::log::{MAX_LINE, ProvisionLog};
 
 const TOOL: &str = "log-provision-stream";
@@ -23,23 +24,34 @@ const TOOL: &str = "log-provision-stream";
 /// whole lines: a line that does not fit (a full file system) is cut back out of the file, so
 /// the next line appended starts on a line of its own.
 #[derive(Parser)]
-#[command(name = TOOL, version)]
-#[command(
-    after_help = "Environment:\n  STACK_PROVISION_LOG_FILE  the log file (HEXCLAVE_PROVISION_LOG_FILE wins when set)"
-)]
+#[command(name = TOOL)]
 pub struct Args {
     /// The prefix of every line; empty when omitted (lines then read `: line`).
     #[arg(value_name = "PREFIX", default_value = "", allow_hyphen_values = true)]
     pub prefix: OsString,
 }
 
+const HELP: Help<'static> = Help {
+    about: env!("CARGO_PKG_DESCRIPTION"),
+    env: &[help::LOG_FILE],
+    exit: &[
+        ("0", "stdin read to its end and every line logged"),
+        (
+            "1",
+            "stdin, stdout or the log file failed (every line still went to the others)",
+        ),
+    ],
+    notes: "",
+    long_notes: "",
+};
+
 pub fn command() -> clap::Command {
-    Args::command()
+    help::command(Args::command(), &HELP)
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     debug_assert_eq!(MAX_LINE, 65536, "the --help text states the cap");
-    shared::cli::run(TOOL, args, |args: Args| {
+    shared::cli::run(command(), args, |args: Args| {
         let mut log = ProvisionLog::from_env();
         let streamed = log.stream_stdin_until_signal(args.prefix.as_bytes());
         let stopped_by = log.finish().and(streamed)?;

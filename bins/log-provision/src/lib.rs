@@ -5,6 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use shared::cli::help::{self, Help};
 use shared::log::ProvisionLog;
 
 const TOOL: &str = "log-provision";
@@ -20,26 +21,39 @@ const TOOL: &str = "log-provision";
 /// never interleave inside a line. A file that cannot be written is reported on stderr and gives
 /// exit status 1, after stdout was written.
 #[derive(Parser)]
-#[command(name = TOOL, version, disable_help_flag = true, disable_version_flag = true)]
-#[command(
-    after_help = "Environment:\n  STACK_PROVISION_LOG_FILE  the log file (HEXCLAVE_PROVISION_LOG_FILE wins when set)"
-)]
+#[command(name = TOOL, disable_help_flag = true, disable_version_flag = true)]
 pub struct Args {
     /// The message words.
     #[arg(value_name = "MSG", num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
     pub msg: Vec<OsString>,
 }
 
+const HELP: Help<'static> = Help {
+    about: env!("CARGO_PKG_DESCRIPTION"),
+    env: &[help::LOG_FILE],
+    exit: &[
+        ("0", "logged"),
+        (
+            "1",
+            "stdout or the log file could not be written (stdout was tried first)",
+        ),
+    ],
+    notes: "",
+    long_notes: "",
+};
+
 pub fn command() -> clap::Command {
-    Args::command()
+    help::command(Args::command(), &HELP)
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
     if let [_, only] = args.as_slice() {
         match only.to_str() {
-            Some("--help" | "-h") => return print(command().render_long_help().to_string()),
-            Some("--version" | "-V") => return print(command().render_version()),
+            Some("--help") => return print(command().render_long_help().to_string()),
+            Some("-h") => return print(command().render_help().to_string()),
+            Some("--version") => return print(command().render_long_version()),
+            Some("-V") => return print(command().render_version()),
             _ => {}
         }
     }

@@ -10,6 +10,7 @@ use crate::hostfs::{
     DEFAULT_FS_TYPE, DEFAULT_LOCK_FILE, DEFAULT_MOUNT_POINT, DEFAULT_OPTIONS, DEFAULT_TAG, HostFs,
 };
 use clap::{CommandFactory, Parser};
+use shared::cli::help::{self, Help};
 
 const TOOL: &str = "mount-host-fs";
 
@@ -33,11 +34,7 @@ const TOOL: &str = "mount-host-fs";
 /// so however many run at once they leave one bind and one 9p mount. A lock that cannot be
 /// taken is a warning and the run goes on without it.
 #[derive(Parser)]
-#[command(name = TOOL, version)]
-#[command(after_help = "Exit status:\n  \
-    0  mounted, already mounted, or (cold boot) unavailable\n  \
-    1  --post-resume and the mount failed\n  \
-    2  bad usage")]
+#[command(name = TOOL)]
 pub struct Args {
     /// After a snapshot resume: a failed 9p mount prints `post-resume 9p mount failed` (and the
     /// reason) on stderr and exits 1.
@@ -66,12 +63,23 @@ pub struct Args {
     pub lock_file: PathBuf,
 }
 
+const HELP: Help<'static> = Help {
+    about: env!("CARGO_PKG_DESCRIPTION"),
+    env: &[],
+    exit: &[
+        ("0", "mounted, already mounted, or (cold boot) unavailable"),
+        ("1", "--post-resume and the mount failed"),
+    ],
+    notes: "",
+    long_notes: "",
+};
+
 pub fn command() -> clap::Command {
-    Args::command()
+    help::command(Args::command(), &HELP)
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run(TOOL, args, |args: Args| {
+    shared::cli::run(command(), args, |args: Args| {
         let fs = HostFs {
             mount_point: args.mount_point,
             tag: args.tag,

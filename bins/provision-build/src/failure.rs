@@ -102,11 +102,20 @@ pub fn run(code: u8) -> u8 {
 
 impl FailureBlock {
     fn execute(&self, code: u8) {
+        let text = format!("ERROR: provision-build exited with code {code}\n{FAILED_MARKER}\n");
         if let Some(log_file) = self.log_file.get() {
-            let text = format!("ERROR: provision-build exited with code {code}\n{FAILED_MARKER}\n");
             let _ = append_on_own_line(log_file, text.as_bytes());
         }
         self.mirror.flush(WRITE_TIMEOUT);
+        // The same two lines on stdout, for whoever runs the build by hand or reads its output:
+        // the log file alone held them in the original. Not through the serial mirror, which
+        // gets the marker as a console below.
+        let lead = if self.mirror.at_line_start() {
+            ""
+        } else {
+            "\n"
+        };
+        write_stdout_bounded(format!("{lead}{text}"), WRITE_TIMEOUT);
         write_marker(&self.consoles, &self.mirror, FAILED_MARKER);
         nix::unistd::sync();
         let mut stderr = self.mirror.stderr();
@@ -115,6 +124,22 @@ impl FailureBlock {
                 let _ = writeln!(stderr, "provision-build: {err}");
             }
         }
+    }
+}
+
+/// Writes `text` to stdout from a thread of its own and waits at most `timeout` for it, so a
+/// stdout nobody reads (a full pipe) cannot keep the failure block from powering off.
+fn write_stdout_bounded(text: String, timeout: Duration) {
+    let (done, wait) = std::sync::mpsc::channel();
+    let writer = std::thread::Builder::new()
+        .name("failure-stdout".into())
+        .spawn(move || {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            let _ = done.send(());
+        });
+    if writer.is_ok() {
+        let _ = wait.recv_timeout(timeout);
     }
 }
 

@@ -196,10 +196,13 @@ pub const CAPTURE_KEY: &str = "STACK_EMULATOR_CAPTURE_SAVEVM";
 /// The table as `--help` prints it.
 pub fn help() -> String {
     let mut out = String::from("Steps, in order (what runs; what a failure means):\n");
+    let mut rows = Vec::new();
     let mut phase = Build;
     for step in STEPS {
         if step.phase != phase {
             phase = step.phase;
+            out.push_str(&shared::cli::help::rows(&rows));
+            rows.clear();
             out.push_str(&format!(
                 "Capture mode only ({CAPTURE_KEY}=1 in the build env file):\n"
             ));
@@ -208,7 +211,7 @@ pub fn help() -> String {
             MountHostFs => "TOOLS/mount-host-fs --mount-point HOST".to_string(),
             Tool(name) => format!("TOOLS/{name}"),
             Systemctl(args) => format!("systemctl {}", args.join(" ")),
-            Settle => "wait --qga-settle seconds".to_string(),
+            Settle => "wait --qga-settle".to_string(),
         };
         let failure = match step.on_failure {
             NoLogFile => "continue without a log file".to_string(),
@@ -222,8 +225,9 @@ pub fn help() -> String {
                 None => "log the ERROR line, fail with 1".to_string(),
             },
         };
-        out.push_str(&format!("  {:<28}{what}; {failure}\n", step.name));
+        rows.push((step.name.to_string(), format!("{what}; {failure}")));
     }
+    out.push_str(&shared::cli::help::rows(&rows));
     out
 }
 

@@ -32,7 +32,8 @@ use shared::emulator::names::{
 };
 use shared::error::{Context, Error, Result};
 use shared::os::atomic;
-use shared::os::blockdev::{Disk, Mounted};
+use shared::os::blockdev::{self, Disk, Mounted};
+use shared::os::mounts;
 
 pub const DEFAULT_LABEL: &str = "STACKCFG";
 pub const DEFAULT_MOUNT_POINT: &str = "/mnt/stack-runtime";
@@ -416,6 +417,10 @@ pub fn run(opts: &Options, stdout: &mut dyn Write) -> Result<Report> {
     } else {
         None
     };
+    if to_file.is_none() {
+        explain_unmounted(opts, &opts.runtime_env())?;
+        explain_unmounted(opts, &opts.base_env())?;
+    }
     let runtime = envfile::read(&opts.runtime_env())?;
     let base = envfile::read(&opts.base_env())?;
     let snapshot = snapshot_mode(&opts.build_env)?;
@@ -456,6 +461,42 @@ pub fn run(opts: &Options, stdout: &mut dyn Write) -> Result<Report> {
         mounted,
         snapshot,
         unsaved_keys,
+    })
+}
+
+/// With `--output -` nothing is mounted. When an env file under the mount point is missing
+/// because the disk is not mounted there, says so and what to do, naming the disk as the normal
+/// path would (or why it was not found); otherwise lets the read report the file.
+fn explain_unmounted(opts: &Options, path: &Path) -> Result<()> {
+    let mount_point = &opts.disk.mount_point;
+    if !opts.mount || path.exists() || !path.starts_with(mount_point) {
+        return Ok(());
+    }
+    if mounts::is_mount_point(mount_point).unwrap_or(true) {
+        return Ok(());
+    }
+    let what = format!("reading {}", path.display());
+    let unmounted = format!(
+        "{} is not a mount point, and --output - mounts nothing",
+        mount_point.display()
+    );
+    let device = match &opts.disk.device {
+        Some(device) => Ok(device.clone()),
+        None => blockdev::find_by_label(&opts.disk.label, &opts.disk.lookup),
+    };
+    Err(match device {
+        Ok(device) => Error::new(
+            what,
+            format!(
+                "{unmounted}: mount the {} disk first (mount -o ro {} {}), run render-stack-env \
+                 once without --output - (it mounts the disk), or name the files with \
+                 --runtime-env and --base-env",
+                opts.disk.label,
+                device.display(),
+                mount_point.display()
+            ),
+        ),
+        Err(err) => Error::new(what, format!("{unmounted}; and {err}")),
     })
 }
 

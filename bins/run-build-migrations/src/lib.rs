@@ -11,6 +11,7 @@ use crate::migrations::Config;
 use clap::{CommandFactory, Parser};
 use shared::cli::args;
 use shared::cli::args::Checked;
+use shared::cli::help::{self, Help};
 use shared::error::Error;
 use shared::os::interrupt::Interrupt;
 use shared::wait::spec;
@@ -23,45 +24,41 @@ const TOOL: &str = migrations::TOOL;
 ///
 /// Steps, each logged with the original's line:
 ///
-///   Step 1: `Starting deps container...`: removes a stale container of the same name, then runs
-///      docker run --rm --name stack-build-init --network host -e STACK_DEPS_ONLY=true
-///        -v stack-postgres-data:/data/postgres -v stack-redis-data:/data/redis
-///        -v stack-clickhouse-data:/data/clickhouse -v stack-minio-data:/data/minio
-///        -v stack-inbucket-data:/data/inbucket -d stack-local-emulator
-///   Step 2: `Waiting for deps (…)...`: the wait-for-deps wait, in-process, with its own lines
-///      (`wait-for-deps: …`), its timeout (STACK_DEPS_TIMEOUT) and its diagnostics.
-///   Step 3: `Waiting for init-services.sh...`: until `docker exec stack-build-init test -f
-///      /var/run/stack-local-init-services.done` succeeds, at most 120 s.
-///   Step 4: `Running migrations...`: docker exec --env-file /etc/stack-build.env
-///      --env-file /etc/stack-build-computed.env stack-build-init sh -c 'cd /app/apps/backend &&
-///      node --no-opt --no-wasm-tier-up --no-wasm-dynamic-tiering --no-wasm-code-gc
-///      dist/db-migrations.mjs migrate && node … seed'. Its output (stdout and stderr) is kept
-///      in memory, last 200 lines (at most 1 MiB); when it fails they are logged as
-///      `migrate: <line>` and the tool exits with its status.
-///   Step 5: `Stopping deps container...`: docker stop, and the container is removed.
+/// 1. `Starting deps container...`: removes a stale container of the same name,
+///    then runs
+///      docker run --rm --name stack-build-init --network host
+///        -e STACK_DEPS_ONLY=true -v stack-postgres-data:/data/postgres
+///        -v stack-redis-data:/data/redis -v stack-clickhouse-data:/data/clickhouse
+///        -v stack-minio-data:/data/minio -v stack-inbucket-data:/data/inbucket
+///        -d stack-local-emulator
+/// 2. `Waiting for deps (…)...`: the wait-for-deps wait, in-process, with its own
+///    lines (`wait-for-deps: …`), its timeout (STACK_DEPS_TIMEOUT) and its
+///    diagnostics.
+/// 3. `Waiting for init-services.sh...`: until `docker exec stack-build-init
+///    test -f /var/run/stack-local-init-services.done` succeeds, at most 120 s.
+/// 4. `Running migrations...`:
+///      docker exec --env-file /etc/stack-build.env
+///        --env-file /etc/stack-build-computed.env stack-build-init
+///        sh -c 'cd /app/apps/backend && node --no-opt --no-wasm-tier-up
+///        --no-wasm-dynamic-tiering --no-wasm-code-gc dist/db-migrations.mjs
+///        migrate && node … seed'
+///    Its output (stdout and stderr) is kept in memory, last 200 lines (at most
+///    1 MiB); when it fails they are logged as `migrate: <line>` and the tool
+///    exits with its status.
+/// 5. `Stopping deps container...`: docker stop, and the container is removed.
 ///
-/// Unlike the original, the container is stopped and removed on every way out: success, a
-/// deps or init timeout, failed migrations, an error, SIGTERM or SIGINT (exit 128+N).
+/// Unlike the original, the container is stopped and removed on every way out:
+/// success, a deps or init timeout, failed migrations, an error, SIGTERM or
+/// SIGINT (exit 128+N).
 ///
-/// Every line goes to stdout as `STACK_PROVISION: <line>` and to STACK_PROVISION_LOG_FILE, as
-/// log-provision writes them; lines this tool adds to the original's start with
-/// `run-build-migrations: `.
+/// Every line goes to stdout as `STACK_PROVISION: <line>` and to
+/// STACK_PROVISION_LOG_FILE, as log-provision writes them; lines this tool adds
+/// to the original's start with `run-build-migrations: `.
+// The comment above is the --help text, printed verbatim (laid out for an 80-column console),
+// not rustdoc Markdown.
+#[allow(clippy::doc_overindented_list_items, clippy::doc_lazy_continuation)]
 #[derive(Parser)]
-#[command(name = TOOL, version, verbatim_doc_comment)]
-#[command(after_help = "\
-Exit status:
-  0      migrated and seeded
-  1      deps or init-services not ready in time, or a docker command failed
-  N      the migrate-and-seed command's own status when it failed
-  128+N  stopped by signal N (SIGTERM: 143, SIGINT: 130)
-  2      bad usage
-
-Durations are seconds (120, 2.5) or a number with a unit: 100ms, 30s, 25m, 1h.
---target takes wait-for-deps' specs (tcp://, pg://, http://HOST:PORT/PATH [status=N|status<N]);
-see wait-for-deps --help. The docker client honours DOCKER_HOST.
-
-Environment:
-  STACK_PROVISION_LOG_FILE  the log file, as for log-provision")]
+#[command(name = TOOL, verbatim_doc_comment)]
 pub struct Args {
     /// The image of the deps container.
     #[arg(long, value_name = "IMAGE", default_value = migrations::DEFAULT_IMAGE)]
@@ -84,11 +81,11 @@ pub struct Args {
     pub init_marker: String,
 
     /// How long to wait for the init-services marker.
-    #[arg(long, value_name = "DURATION", default_value = "120", value_parser = Checked(shared::duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = Checked(shared::duration::parse))]
     pub init_timeout: Duration,
 
     /// How long to wait for the deps (wait-for-deps' STACK_DEPS_TIMEOUT).
-    #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = "1500",
+    #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = "1500s",
           value_parser = Checked(shared::duration::parse))]
     pub deps_timeout: Duration,
 
@@ -97,7 +94,7 @@ pub struct Args {
     pub targets: Vec<Target>,
 
     /// How long `docker stop` gives the container to exit before killing it.
-    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(shared::duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Checked(shared::duration::parse))]
     pub stop_timeout: Duration,
 
     /// The docker client program.
@@ -128,12 +125,34 @@ impl Args {
     }
 }
 
+const HELP: Help<'static> = Help {
+    about: env!("CARGO_PKG_DESCRIPTION"),
+    env: &[help::LOG_FILE, help::DOCKER_HOST],
+    exit: &[
+        ("0", "migrated and seeded"),
+        (
+            "1",
+            "deps or init-services not ready in time, or a docker command failed",
+        ),
+        (
+            "N",
+            "the migrate-and-seed command's own status when it failed",
+        ),
+        ("128+N", "stopped by signal N (SIGTERM: 143, SIGINT: 130)"),
+    ],
+    notes: "\
+Durations are seconds (120, 2.5) or a number with a unit: 100ms, 30s, 25m, 1h.
+--target takes wait-for-deps' specs (tcp://, pg://, http://HOST:PORT/PATH
+[status=N|status<N]); see wait-for-deps --help.",
+    long_notes: "",
+};
+
 pub fn command() -> clap::Command {
-    Args::command()
+    help::command(Args::command(), &HELP)
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run_logged(TOOL, args, |args: Args, log| {
+    shared::cli::run_logged(command(), args, |args: Args, log| {
         let interrupt = Interrupt::install()?;
         migrations::run(&args.config()?, &interrupt, log)
     })

@@ -11,6 +11,7 @@ use clap::{CommandFactory, Parser};
 use mount_host_fs::hostfs::{self, HostFs};
 use render_stack_env::render::{self, Output};
 use shared::cli::args::{self, Checked};
+use shared::cli::help::{self, Help};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
 use shared::emulator::{envfile, keystore};
 use shared::os::blockdev::{self, Disk, Lookup};
@@ -20,41 +21,40 @@ const TOOL: &str = container::TOOL;
 const LONG_ABOUT: &str = "\
 Run the emulator's container in the foreground (stack.service's ExecStart).
 
-1. Mounts the host's folder as mount-host-fs does on a cold boot: the host mount point bound on
-   itself and made shared, virtio-9p (tag hostfs) on top unless it is there already. A missing
-   9p prints `host filesystem unavailable; continuing with empty /host` and the run goes on.
-2. Renders the env file as render-stack-env does (STACKCFG disk, internal keys); see
-   render-stack-env --help. Any error there stops the run.
-3. Reads STACK_EMULATOR_VM_DIR_HOST from runtime.env. When it is set and not empty, the VM
-   folder is HOST_DIR followed by its value (it must be an absolute path without `..`, else a
-   warning and no host folder is used), the internal publishable client key is copied to
-   VM_FOLDER/internal-pck (mode 0600, atomically) when the key file is not empty.
+1. Mounts the host's folder as mount-host-fs does on a cold boot: the host mount
+   point bound on itself and made shared, virtio-9p (tag hostfs) on top unless
+   it is there already. A missing 9p prints `host filesystem unavailable;
+   continuing with empty /host` and the run goes on.
+2. Renders the env file as render-stack-env does (STACKCFG disk, internal keys);
+   see render-stack-env --help. Any error there stops the run.
+3. Reads STACK_EMULATOR_VM_DIR_HOST from runtime.env. When it is set and not
+   empty, the VM folder is HOST_DIR followed by its value (it must be an
+   absolute path without `..`, else a warning and no host folder is used), the
+   internal publishable client key is copied to VM_FOLDER/internal-pck (mode
+   0600, atomically) when the key file is not empty.
 4. Removes any old container of the same name (docker rm -f).
 5. Runs, in the foreground:
-     docker run --rm --name stack --network host --add-host host.docker.internal:host-gateway
-       --env-file /run/stack-auth/local-emulator.env -v stack-postgres-data:/data/postgres
-       -v stack-redis-data:/data/redis -v stack-clickhouse-data:/data/clickhouse
-       -v stack-minio-data:/data/minio -v stack-inbucket-data:/data/inbucket
-       -v /host:/host:rshared stack-local-emulator
-   (the env file, host folder, name and image as configured). Without a VM folder this process
-   becomes docker. With one, docker's stdout and stderr go, together, to stdout and to
-   VM_FOLDER/stack.log (truncated first); SIGTERM and SIGINT are passed on to docker, and the
-   tool exits with docker's status as soon as docker has exited.
+     docker run --rm --name stack --network host
+       --add-host host.docker.internal:host-gateway
+       --env-file /run/stack-auth/local-emulator.env
+       -v stack-postgres-data:/data/postgres -v stack-redis-data:/data/redis
+       -v stack-clickhouse-data:/data/clickhouse -v stack-minio-data:/data/minio
+       -v stack-inbucket-data:/data/inbucket -v /host:/host:rshared
+       stack-local-emulator
+   (the env file, host folder, name and image as configured). Without a VM
+   folder this process becomes docker. With one, docker's stdout and stderr go,
+   together, to stdout and to VM_FOLDER/stack.log (truncated first); SIGTERM and
+   SIGINT are passed on to docker, and the tool exits with docker's status as
+   soon as docker has exited.
 
-Unlike the original, a host folder that cannot be written (the 9p mount gone, a read-only or
-missing folder) is a warning on stderr: the key is not published, the log is not written, and
-the container runs with its output on stdout, instead of failing and being restarted in a loop.";
+Unlike the original, a host folder that cannot be written (the 9p mount gone, a
+read-only or missing folder) is a warning on stderr: the key is not published,
+the log is not written, and the container runs with its output on stdout,
+instead of failing and being restarted in a loop.";
 
 /// Run the emulator's container in the foreground.
 #[derive(Parser)]
-#[command(name = TOOL, version, long_about = LONG_ABOUT)]
-#[command(after_long_help = envfile::SYNTAX)]
-#[command(after_help = "Exit status:\n  \
-    docker's (the container's) once it runs; 128+N when a signal N killed docker\n  \
-    1    a step before docker failed (the message says which)\n  \
-    2    bad usage\n  \
-    126  docker could not be started, 127 docker was not found\n\n\
-    The docker client honours DOCKER_HOST.")]
+#[command(name = TOOL, long_about = LONG_ABOUT)]
 pub struct Args {
     /// The host's folder: mounted there, bound into the container as /host, and the base of
     /// the VM folder.
@@ -97,11 +97,11 @@ pub struct Args {
     #[arg(long)]
     pub no_cfg_mount: bool,
 
-    /// The host's runtime settings [default: CFG_MOUNT_POINT/runtime.env].
+    /// The host's runtime settings [default: CFG_MOUNT_POINT/runtime.env]
     #[arg(long, value_name = "FILE")]
     pub runtime_env: Option<PathBuf>,
 
-    /// The product configuration [default: CFG_MOUNT_POINT/base.env].
+    /// The product configuration [default: CFG_MOUNT_POINT/base.env]
     #[arg(long, value_name = "FILE")]
     pub base_env: Option<PathBuf>,
 
@@ -164,10 +164,26 @@ impl Args {
     }
 }
 
+const HELP: Help<'static> = Help {
+    about: env!("CARGO_PKG_DESCRIPTION"),
+    env: &[help::DOCKER_HOST],
+    exit: &[
+        ("N", "docker's (the container's) status once it runs"),
+        ("128+N", "docker was killed by signal N"),
+        ("1", "a step before docker failed (the message says which)"),
+        ("126", "docker could not be started"),
+        ("127", "docker was not found"),
+    ],
+    notes: "",
+    long_notes: envfile::SYNTAX,
+};
+
 pub fn command() -> clap::Command {
-    Args::command()
+    help::command(Args::command(), &HELP)
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run(TOOL, args, |args: Args| container::run(&args.options()))
+    shared::cli::run(command(), args, |args: Args| {
+        container::run(&args.options())
+    })
 }

@@ -15,6 +15,7 @@ use crate::slim::Config;
 use clap::{CommandFactory, Parser};
 use shared::cli::args::Checked;
 use shared::cli::args::{self, Words};
+use shared::cli::help::{self, Help};
 use shared::docker::Docker;
 use shared::error::Error;
 use shared::os::interrupt::Interrupt;
@@ -22,77 +23,81 @@ use shared::wait::spec;
 
 const TOOL: &str = slim::TOOL;
 
-/// Build the slim emulator image, smoke-test it, flatten it, rebuild docker's storage around it
-/// and zero-fill the free space.
+/// Build the slim emulator image, smoke-test it, flatten it, rebuild docker's
+/// storage around it and zero-fill the free space.
 ///
 /// Steps, each logged with the original's lines:
 ///
-///   Step 1: docker build -t stack-local-emulator-slim - (the original's Dockerfile on stdin).
-///   Step 2: Unless --arch-env sets STACK_EMULATOR_BUILD_ARCH=arm64 (the file is parsed as an env
-///      file, never executed): the smoke test. docker run --rm --name smoke-test --network host
-///      --env-file BUILD_ENV --env-file COMPUTED_ENV with three fresh random hex keys
-///      (STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY, STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY,
-///      STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY, passed by name: the values are only in
-///      docker's environment, never in an argument list), STACK_SKIP_MIGRATIONS=true,
-///      STACK_SKIP_SEED_SCRIPT=true, STACK_RUNTIME_WORK_DIR=/app, then the renamed variables
-///      under their other generation's name, by name too: the two keys also as
-///      STACK_SEED_INTERNAL_PROJECT_{PUBLISHABLE_CLIENT,SECRET_SERVER}_KEY, and a
-///      NEXT_PUBLIC_HEXCLAVE_PORT_PREFIX of the env files also as NEXT_PUBLIC_STACK_PORT_PREFIX
-///      (or the other way round; the value docker ends up with for either name), so a slim image
-///      of either generation finds them; and the five data volumes. The backend must answer
-///      exactly 200 on http://127.0.0.1:8102/health?db=1 within 300 s.
-///      Otherwise: diagnostics (docker ps -a, the container's last 200 log lines, free -m,
-///      curl -v), the container removed, exit 1.
-///   Step 3: The flatten: docker create --name flatten stack-local-emulator-slim /bin/true, then
+/// 1. docker build -t stack-local-emulator-slim - (the original's Dockerfile on
+///    stdin).
+/// 2. Unless --arch-env sets STACK_EMULATOR_BUILD_ARCH=arm64 (the file is parsed
+///    as an env file, never executed): the smoke test.
+///      docker run --rm --name smoke-test --network host
+///        --env-file BUILD_ENV --env-file COMPUTED_ENV
+///    with three fresh random hex keys
+///      STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY,
+///      STACK_INTERNAL_PROJECT_SECRET_SERVER_KEY,
+///      STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY
+///    passed by name: the values are only in docker's environment, never in an
+///    argument list; STACK_SKIP_MIGRATIONS=true, STACK_SKIP_SEED_SCRIPT=true,
+///    STACK_RUNTIME_WORK_DIR=/app; then the renamed variables under their other
+///    generation's name, by name too: the two keys also as
+///    STACK_SEED_INTERNAL_PROJECT_{PUBLISHABLE_CLIENT,SECRET_SERVER}_KEY, and a
+///    NEXT_PUBLIC_HEXCLAVE_PORT_PREFIX of the env files also as
+///    NEXT_PUBLIC_STACK_PORT_PREFIX (or the other way round; the value docker
+///    ends up with for either name), so a slim image of either generation finds
+///    them; and the five data volumes. The backend must answer exactly 200 on
+///    http://127.0.0.1:8102/health?db=1 within 300 s. Otherwise: diagnostics
+///    (docker ps -a, the container's last 200 log lines, free -m, curl -v), the
+///    container removed, exit 1.
+/// 3. The flatten: docker create --name flatten stack-local-emulator-slim
+///    /bin/true, then
 ///      docker export flatten | docker import --change 'WORKDIR /app'
-///      --change 'ENTRYPOINT ["/entrypoint.sh"]' --change 'EXPOSE 5432 6379 2500 9001 1100 8071
-///      8123 9009 9090 8080 8101 8102' --change 'ENV DEBIAN_FRONTEND=noninteractive'
-///      - stack-local-emulator:final.
-///   Step 4: The storage rebuild, step by step, each recorded in --state-file when done:
-///        save            docker save the final image to --image-tar (via TAR.partial)
-///        stop-engine     --stop-engine-command
-///        move-volumes    rename --volumes-dir to --backup-dir
-///        wipe            remove --docker-root and --containerd-root (mounts below detached)
-///        start-engine    --start-engine-command, then wait for `docker info`
-///        load            docker load -i TAR
-///        tag             docker tag stack-local-emulator:final stack-local-emulator
-///        untag-final     verify the image ID, docker rmi stack-local-emulator:final
-///        remove-tar      verify again, remove the tar
-///        stop-docker     --stop-docker-command
-///        restore-volumes replace the new volumes directory by the backup (rename)
-///        start-docker    --start-docker-command, then wait for `docker info`
-///        verify          the image ID and every volume listed again
-///        zero-fill       write zeros to --fill-file until the disk is full, remove it,
-///                        then --fstrim-command
-///      The engine is stopped before the volumes move (the original moved them first).
+///        --change 'ENTRYPOINT ["/entrypoint.sh"]'
+///        --change 'EXPOSE 5432 6379 2500 9001 1100 8071 8123 9009 9090 8080
+///        8101 8102' --change 'ENV DEBIAN_FRONTEND=noninteractive'
+///        - stack-local-emulator:final
+/// 4. The storage rebuild, step by step, each recorded in --state-file when done:
+///      save            docker save the final image to --image-tar (via
+///                      TAR.partial)
+///      stop-engine     --stop-engine-command
+///      move-volumes    rename --volumes-dir to --backup-dir
+///      wipe            remove --docker-root and --containerd-root (mounts
+///                      below detached)
+///      start-engine    --start-engine-command, then wait for `docker info`
+///      load            docker load -i TAR
+///      tag             docker tag stack-local-emulator:final
+///                      stack-local-emulator
+///      untag-final     verify the image ID, docker rmi
+///                      stack-local-emulator:final
+///      remove-tar      verify again, remove the tar
+///      stop-docker     --stop-docker-command
+///      restore-volumes replace the new volumes directory by the backup (rename)
+///      start-docker    --start-docker-command, then wait for `docker info`
+///      verify          the image ID and every volume listed again
+///      zero-fill       write zeros to --fill-file until the disk is full,
+///                      remove it, then --fstrim-command
+///    The engine is stopped before the volumes move (the original moved them
+///    first).
 ///
-/// Recovery: when --state-file exists, steps 1-3 are skipped and the rebuild resumes after the
-/// last recorded step (with the engine first stopped or started as that step needs), so a run
-/// that crashed or failed anywhere in it is finished by running the tool again with the same
-/// options. The image tar is removed only once the reloaded image has the saved image's ID; the
-/// volumes backup only ever moves back by rename, and the run counts as done only once the
-/// engine lists every volume it had. A stale backup directory without a state file is refused.
+/// Recovery: when --state-file exists, steps 1-3 are skipped and the rebuild
+/// resumes after the last recorded step (with the engine first stopped or
+/// started as that step needs), so a run that crashed or failed anywhere in it
+/// is finished by running the tool again with the same options. The image tar is
+/// removed only once the reloaded image has the saved image's ID; the volumes
+/// backup only ever moves back by rename, and the run counts as done only once
+/// the engine lists every volume it had. A stale backup directory without a
+/// state file is refused.
 ///
-/// Every line goes to stdout as `STACK_PROVISION: <line>` and to STACK_PROVISION_LOG_FILE, as
-/// log-provision writes them; lines added to the original's start with `slim-docker-image: `
-/// (progress of long steps every --progress-interval, the rebuild's steps).
+/// Every line goes to stdout as `STACK_PROVISION: <line>` and to
+/// STACK_PROVISION_LOG_FILE, as log-provision writes them; lines added to the
+/// original's start with `slim-docker-image: ` (progress of long steps every
+/// --progress-interval, the rebuild's steps).
+// The comment above is the --help text, printed verbatim (laid out for an 80-column console),
+// not rustdoc Markdown.
+#[allow(clippy::doc_overindented_list_items, clippy::doc_lazy_continuation)]
 #[derive(Parser)]
-#[command(name = TOOL, version, verbatim_doc_comment)]
-#[command(after_help = "\
-Exit status:
-  0      done
-  1      the smoke test failed, or a step failed (the message names it; a failed rebuild
-         step keeps its progress in --state-file: fix the cause and run again)
-  128+N  stopped by signal N (SIGTERM: 143, SIGINT: 130); a rebuild resumes on the next run
-  2      bad usage
-
-Commands (--*-command) are split into words like a shell would (quotes, backslashes) but are
-never run by a shell. An empty --fstrim-command skips the trim. Durations are seconds (300,
-2.5) or a number with a unit: 100ms, 30s, 5m. Sizes are bytes or a number with K, M or G.
-The docker client honours DOCKER_HOST.
-
-Environment:
-  STACK_PROVISION_LOG_FILE  the log file, as for log-provision")]
+#[command(name = TOOL, verbatim_doc_comment)]
 pub struct Args {
     /// The emulator image the slim one is built from; the final image is tagged with it.
     #[arg(long, value_name = "IMAGE", default_value = slim::DEFAULT_IMAGE)]
@@ -127,7 +132,7 @@ pub struct Args {
     pub smoke_port: u16,
 
     /// How long the backend may take to answer 200.
-    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = Checked(shared::duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = Checked(shared::duration::parse))]
     pub smoke_timeout: Duration,
 
     /// The flatten container's name.
@@ -142,7 +147,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = rebuild::DEFAULT_CONTAINERD_ROOT)]
     pub containerd_root: PathBuf,
 
-    /// The engine's volumes directory [default: DOCKER_ROOT/volumes].
+    /// The engine's volumes directory [default: DOCKER_ROOT/volumes]
     #[arg(long, value_name = "DIR")]
     pub volumes_dir: Option<PathBuf>,
 
@@ -175,7 +180,7 @@ pub struct Args {
     pub start_docker_command: Words,
 
     /// How long a started engine may take to answer `docker info`.
-    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = Checked(shared::duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = Checked(shared::duration::parse))]
     pub engine_timeout: Duration,
 
     /// The file the zero-fill writes (and removes).
@@ -191,11 +196,11 @@ pub struct Args {
     pub fstrim_command: Words,
 
     /// How often long steps log their progress.
-    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(args::positive_duration))]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Checked(args::positive_duration))]
     pub progress_interval: Duration,
 
     /// How long `docker stop` gives a container before killing it.
-    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = Checked(shared::duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Checked(shared::duration::parse))]
     pub stop_timeout: Duration,
 
     /// The docker client program.
@@ -304,12 +309,35 @@ impl Args {
     }
 }
 
+const HELP: Help<'static> = Help {
+    about: env!("CARGO_PKG_DESCRIPTION"),
+    env: &[help::LOG_FILE, help::DOCKER_HOST],
+    exit: &[
+        ("0", "done"),
+        (
+            "1",
+            "the smoke test failed, or a step failed (the message names it; a failed rebuild \
+             step keeps its progress in --state-file: fix the cause and run again)",
+        ),
+        (
+            "128+N",
+            "stopped by signal N (SIGTERM: 143, SIGINT: 130); a rebuild resumes on the next run",
+        ),
+    ],
+    notes: "\
+Commands (--*-command) are split into words like a shell would (quotes,
+backslashes) but are never run by a shell. An empty --fstrim-command skips the
+trim. Durations are seconds (300, 2.5) or a number with a unit: 100ms, 30s, 5m.
+Sizes are bytes or a number with K, M or G.",
+    long_notes: "",
+};
+
 pub fn command() -> clap::Command {
-    Args::command()
+    help::command(Args::command(), &HELP)
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run_logged(TOOL, args, |args: Args, log| {
+    shared::cli::run_logged(command(), args, |args: Args, log| {
         let interrupt = Interrupt::install()?;
         slim::run(&args.config()?, &interrupt, log)
     })

@@ -10,6 +10,7 @@ use crate::deps::{Config, Ports};
 use clap::{CommandFactory, Parser};
 use shared::cli::args;
 use shared::cli::args::Checked;
+use shared::cli::help::{self, Help};
 use shared::error::Error;
 use shared::os::signal;
 use shared::wait::spec;
@@ -40,28 +41,10 @@ const TOOL: &str = deps::TOOL;
 /// outlives its timeout. Between attempts at one service the pause starts at --interval and
 /// doubles up to --max-interval.
 #[derive(Parser)]
-#[command(name = TOOL, version)]
-#[command(after_help = "\
-Target specs (--target NAME=SPEC replaces the service NAME, or adds it after the others):
-  tcp://HOST:PORT               ready when a connection is accepted
-  pg://HOST:PORT                ready when the server answers SSLRequest ('S' or 'N')
-  http://HOST:PORT/PATH         ready on a status below 400 (as curl -f)
-  http://HOST:PORT/PATH status=401        ready only on 401
-  http://HOST:PORT/PATH status=200,204    ready on either
-  http://HOST:PORT/PATH status<300        ready on any status below 300
-  HOST is an IPv4 address, an IPv6 address in brackets ([::1]) or a name.
-
-Durations are seconds (1500, 2.5) or a number with a unit: 100ms, 30s, 25m, 1h.
-A timeout of 0 gives every service exactly one attempt, each bounded by --attempt-timeout
-only; the wait then lasts as long as the slowest attempt, and the lines report that time.
-
-An empty STACK_* variable counts as unset: the default applies, as in the original.
-
-Environment:
-  STACK_PROVISION_LOG_FILE  the log file, as for log-provision")]
+#[command(name = TOOL)]
 pub struct Args {
     /// Give up after this long.
-    #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = "1500",
+    #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = "1500s",
           allow_negative_numbers = true, value_parser = Checked(shared::duration::parse))]
     pub timeout: Duration,
 
@@ -141,12 +124,44 @@ impl Args {
     }
 }
 
+const HELP: Help<'static> = Help {
+    about: env!("CARGO_PKG_DESCRIPTION"),
+    env: &[help::LOG_FILE, help::DOCKER_HOST],
+    exit: &[
+        ("0", "every service answered"),
+        (
+            "1",
+            "the timeout passed first (the diagnostics follow the TIMEOUT line)",
+        ),
+        (
+            "128+N",
+            "stopped by signal N (SIGTERM: 143, SIGINT: 130, SIGHUP: 129)",
+        ),
+    ],
+    notes: "\
+Target specs (--target NAME=SPEC replaces the service NAME, or adds it after
+the others):
+  tcp://HOST:PORT                       ready when a connection is accepted
+  pg://HOST:PORT                        ready when the server answers SSLRequest
+  http://HOST:PORT/PATH                 ready on a status below 400 (curl -f)
+  http://HOST:PORT/PATH status=401      ready only on 401
+  http://HOST:PORT/PATH status=200,204  ready on either
+  http://HOST:PORT/PATH status<300      ready on any status below 300
+  HOST is an IPv4 address, an IPv6 address in brackets ([::1]) or a name.
+
+Durations are seconds (1500, 2.5) or a number with a unit: 100ms, 30s, 25m, 1h.
+A timeout of 0 gives every service exactly one attempt, each bounded by
+--attempt-timeout only; the wait then lasts as long as the slowest attempt, and
+the lines report that time.",
+    long_notes: "",
+};
+
 pub fn command() -> clap::Command {
-    Args::command()
+    help::command(Args::command(), &HELP)
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run_logged(TOOL, args, |args: Args, log| {
+    shared::cli::run_logged(command(), args, |args: Args, log| {
         signal::take_over()?;
         Ok(deps::run(&args.config()?, log))
     })

@@ -11,6 +11,7 @@ use crate::ready::Config;
 use clap::{CommandFactory, Parser};
 use shared::cli::args;
 use shared::cli::args::Checked;
+use shared::cli::help::{self, Help};
 use shared::error::Error;
 use shared::os::signal;
 use shared::wait::spec;
@@ -41,27 +42,10 @@ const TOOL: &str = ready::TOOL;
 /// outlives its timeout. Between attempts at one service the pause starts at --interval and
 /// doubles up to --max-interval. Redirects are not followed and no proxy is used.
 #[derive(Parser)]
-#[command(name = TOOL, version)]
-#[command(after_help = "\
-Target specs (--target NAME=SPEC replaces backend or dashboard, or adds a target after them):
-  http://HOST:PORT/PATH status=200        ready only on 200
-  http://HOST:PORT/PATH status=200,204    ready on either
-  http://HOST:PORT/PATH                   ready on a status below 400 (as curl -f)
-  tcp://HOST:PORT                         ready when a connection is accepted
-  pg://HOST:PORT                          ready when the server answers SSLRequest
-  HOST is an IPv4 address, an IPv6 address in brackets ([::1]) or a name.
-
-Durations are seconds (600, 2.5) or a number with a unit: 100ms, 30s, 10m, 1h.
-A timeout of 0 gives every target exactly one attempt, each bounded by --attempt-timeout
-only; the wait then lasts as long as the slowest attempt, and the lines report that time.
-
-An empty STACK_* variable counts as unset: the default applies, as in the original.
-
-Environment:
-  STACK_PROVISION_LOG_FILE  the log file, as for log-provision")]
+#[command(name = TOOL)]
 pub struct Args {
     /// Give up after this long.
-    #[arg(long, value_name = "DURATION", env = "STACK_READY_TIMEOUT", default_value = "600",
+    #[arg(long, value_name = "DURATION", env = "STACK_READY_TIMEOUT", default_value = "600s",
           allow_negative_numbers = true, value_parser = Checked(shared::duration::parse))]
     pub timeout: Duration,
 
@@ -135,12 +119,43 @@ impl Args {
     }
 }
 
+const HELP: Help<'static> = Help {
+    about: env!("CARGO_PKG_DESCRIPTION"),
+    env: &[help::LOG_FILE, help::DOCKER_HOST],
+    exit: &[
+        ("0", "the backend and the dashboard answered 200"),
+        (
+            "1",
+            "the timeout passed first (the diagnostics follow the TIMEOUT line)",
+        ),
+        (
+            "128+N",
+            "stopped by signal N (SIGTERM: 143, SIGINT: 130, SIGHUP: 129)",
+        ),
+    ],
+    notes: "\
+Target specs (--target NAME=SPEC replaces backend or dashboard, or adds a
+target after them):
+  http://HOST:PORT/PATH status=200      ready only on 200
+  http://HOST:PORT/PATH status=200,204  ready on either
+  http://HOST:PORT/PATH                 ready on a status below 400 (curl -f)
+  tcp://HOST:PORT                       ready when a connection is accepted
+  pg://HOST:PORT                        ready when the server answers SSLRequest
+  HOST is an IPv4 address, an IPv6 address in brackets ([::1]) or a name.
+
+Durations are seconds (600, 2.5) or a number with a unit: 100ms, 30s, 10m, 1h.
+A timeout of 0 gives every target exactly one attempt, each bounded by
+--attempt-timeout only; the wait then lasts as long as the slowest attempt, and
+the lines report that time.",
+    long_notes: "",
+};
+
 pub fn command() -> clap::Command {
-    Args::command()
+    help::command(Args::command(), &HELP)
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run_logged(TOOL, args, |args: Args, log| {
+    shared::cli::run_logged(command(), args, |args: Args, log| {
         signal::take_over()?;
         Ok(ready::run(&args.config()?, log))
     })

@@ -38,24 +38,28 @@ use crate::os::small_file;
 
 /// The accepted syntax, for `--help` texts.
 pub const SYNTAX: &str = "\
-Env-file syntax (runtime.env, base.env, the build env file). Nothing is executed or expanded.
-The output holds each value bare, without quotes or 'export' (docker takes the text after the
-first '=' literally), so the container sees exactly the value parsed here.
-  KEY=value          the rest of the line, literally; trailing blanks are dropped. Refused in
-                     an unquoted value: blanks inside it or right after '=' (so no inline
-                     '# comment'), quotes, backslashes, '$' and backticks: quote such values.
-  KEY='value'        literal, '$' and '\\' included.
-  KEY=\"value\"        \\\" \\\\ \\$ \\` stand for the character, other backslashes are kept;
-                     an unescaped '$' or backtick is refused.
-  export KEY=value   the same as KEY=value.
-  # comment          and blank lines are ignored. After a closing quote only blanks and a
-                     '# comment' may follow. A value never spans lines.
-KEY is letters, digits and '_', not starting with a digit. CRLF line ends are accepted; a UTF-8
-byte-order mark at the start of the file is skipped. NUL bytes, stray carriage returns and
-invalid UTF-8 are refused. Any other line is an error naming the file and line. A key defined
-twice keeps both entries in the output (docker uses the last) and the last one counts.
-An env file must be a regular file of at most 1 MiB: a device, FIFO or directory is refused
-before anything is read from it.";
+Env-file syntax (runtime.env, base.env, the build env file). Nothing is executed
+or expanded. The output holds each value bare, without quotes or 'export'
+(docker takes the text after the first '=' literally), so the container sees
+exactly the value parsed here.
+  KEY=value         the rest of the line, literally; trailing blanks are
+                    dropped. Refused in an unquoted value: blanks inside it or
+                    right after '=' (so no inline '# comment'), quotes,
+                    backslashes, '$' and backticks: quote such values.
+  KEY='value'       literal, '$' and '\\' included.
+  KEY=\"value\"       \\\" \\\\ \\$ \\` stand for the character, other backslashes
+                    are kept; an unescaped '$' or backtick is refused.
+  export KEY=value  the same as KEY=value.
+  # comment         and blank lines are ignored. After a closing quote only
+                    blanks and a '# comment' may follow. A value never spans
+                    lines.
+KEY is letters, digits and '_', not starting with a digit. CRLF line ends are
+accepted; a UTF-8 byte-order mark at the start of the file is skipped. NUL
+bytes, stray carriage returns and invalid UTF-8 are refused. Any other line is
+an error naming the file and line. A key defined twice keeps both entries in the
+output (docker uses the last) and the last one counts. An env file must be a
+regular file of at most 1 MiB: a device, FIFO or directory is refused before
+anything is read from it.";
 
 /// One `KEY=value` line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,3 +9,4 @@ pub mod lock;
 pub mod mounts;
 pub mod signal;
 pub mod small_file;
+pub mod terminal;
