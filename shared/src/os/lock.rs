@@ -64,9 +64,9 @@ impl Lock {
                     return Err(Error::new(
                         format!("locking {}", path.display()),
                         format!(
-                            "another run held the lock for more than {}s; check for a hung \
+                            "another run held the lock for more than {}; check for a hung \
                              run of this tool (fuser {})",
-                            timeout.as_secs(),
+                            crate::duration::seconds(timeout),
                             path.display()
                         ),
                     ));
@@ -92,8 +92,11 @@ mod tests {
         let held = Lock::dir(&dir, Duration::from_secs(1)).unwrap();
         assert!(Lock::dir(&dir, Duration::ZERO).is_err());
         drop((first, held));
-        Lock::file(&path, Duration::ZERO).unwrap();
-        Lock::dir(&dir, Duration::ZERO).unwrap();
+        // Released on drop. (Not with a zero timeout: a child that another test thread forks
+        // holds a copy of every descriptor until it executes its program, and on a loaded
+        // machine that moment can come late.)
+        Lock::file(&path, Duration::from_secs(10)).unwrap();
+        Lock::dir(&dir, Duration::from_secs(10)).unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
