@@ -282,21 +282,22 @@ fn rotate_input_parsing_is_linear() {
 // ---------------------------------------------------------------------------------------------
 // Durations.
 
-/// A duration as text and its exact length in milliseconds.
+/// A duration as text and its exact length in milliseconds, within the parser's limit of a
+/// year (a whole number below it plus a fraction stays below it).
 fn duration_text() -> impl Strategy<Value = (String, u64)> {
     prop_oneof![
         (0u64..=1_000_000_000).prop_map(|n| (format!("{n}ms"), n)),
-        (0u64..=31_536_000, 0u64..1000, any::<bool>(), 0usize..4).prop_map(
+        (0u64..31_536_000, 0u64..1000, any::<bool>(), 0usize..4).prop_map(
             |(secs, frac, with_s, digits)| {
                 let (text, ms) = decimal(secs, frac, digits);
                 (format!("{text}{}", if with_s { "s" } else { "" }), ms)
             }
         ),
-        (0u64..=525_600, 0u64..1000, 0usize..4).prop_map(|(mins, frac, digits)| {
+        (0u64..525_600, 0u64..1000, 0usize..4).prop_map(|(mins, frac, digits)| {
             let (text, ms) = decimal(mins, frac, digits);
             (format!("{text}m"), ms * 60)
         }),
-        (0u64..=8_760, 0u64..1000, 0usize..4).prop_map(|(hours, frac, digits)| {
+        (0u64..8_760, 0u64..1000, 0usize..4).prop_map(|(hours, frac, digits)| {
             let (text, ms) = decimal(hours, frac, digits);
             (format!("{text}h"), ms * 3600)
         }),
