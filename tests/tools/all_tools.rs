@@ -216,31 +216,6 @@ fn typos_get_suggestions() {
         );
 }
 
-/// A pseudo-terminal: the master to read, the slave to give a tool as its stdout and stderr.
-fn pty() -> (std::fs::File, std::fs::File) {
-    use std::os::fd::FromRawFd;
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two new descriptors into the two ints; the name, termios and
-    // window size arguments may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors are new and owned by nothing else.
-    unsafe {
-        (
-            std::fs::File::from_raw_fd(master),
-            std::fs::File::from_raw_fd(slave),
-        )
-    }
-}
-
 /// A logged tool's error shows once on a terminal that is both stdout and stderr (as the log
 /// line on stdout), and on both streams when they go elsewhere (a pipe each, as under
 /// cloud-init), with the log line unchanged.

@@ -777,27 +777,7 @@ fn a_container_name_that_is_no_name_is_a_usage_error_and_nothing_runs() {
 /// from a pipe, as the host feeds it, it says nothing.
 #[test]
 fn says_it_reads_stdin_when_stdin_is_a_terminal() {
-    use std::os::fd::FromRawFd;
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two new descriptors into the two ints; the other arguments may be
-    // null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0);
-    // SAFETY: both descriptors are new and owned by nothing else.
-    let (master, slave) = unsafe {
-        (
-            std::fs::File::from_raw_fd(master),
-            std::fs::File::from_raw_fd(slave),
-        )
-    };
+    let (master, slave) = pty();
     let child = std::process::Command::new(tool_path(TOOL))
         .args(["--docker", "/nonexistent/docker"])
         .stdin(slave)
