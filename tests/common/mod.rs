@@ -167,7 +167,15 @@ impl Cmd {
     }
 
     /// Runs to completion, feeding stdin and capturing stdout and stderr.
-    pub fn run(mut self) -> Run {
+    pub fn run(self) -> Run {
+        let (child, feeder) = self.spawn_fed();
+        let output = child.wait_with_output().expect("wait for tool");
+        feeder.join().expect("stdin feeder");
+        Run(output)
+    }
+
+    /// Starts the tool with its three streams piped, stdin fed from a thread of its own.
+    fn spawn_fed(mut self) -> (std::process::Child, std::thread::JoinHandle<()>) {
         let mut child = self
             .cmd
             .stdin(Stdio::piped())
@@ -180,9 +188,7 @@ impl Cmd {
         let feeder = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
-        let output = child.wait_with_output().expect("wait for tool");
-        feeder.join().expect("stdin feeder");
-        Run(output)
+        (child, feeder)
     }
 }
 
@@ -190,20 +196,10 @@ impl Cmd {
     /// Like [`Cmd::run`], but a tool still running after `limit` is killed and the test fails:
     /// a hang must fail its test, not stall the suite.
     #[track_caller]
-    pub fn run_within(mut self, limit: Duration) -> Run {
+    pub fn run_within(self, limit: Duration) -> Run {
         use std::io::Read;
-        let mut child = self
-            .cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tool");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let input = std::mem::take(&mut self.stdin);
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
+        // The feeder is not joined: a hung tool may never read its stdin.
+        let (mut child, _feeder) = self.spawn_fed();
         let reader = |mut pipe: Box<dyn Read + Send>| {
             std::thread::spawn(move || {
                 let mut bytes = Vec::new();
