@@ -14,6 +14,7 @@ INSTALL_TARGET ?= $(shell uname -m)-unknown-linux-musl
 MULTICALL := emulator-tools
 GENERATOR := render-user-data
 TEMPLATE := cloud-init/user-data.template
+SCRIPT_TEMPLATE := cloud-init/emulator-tools.sh.template
 # cargo names the output folder of the dev profile `debug`; every other profile keeps its name.
 PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
@@ -34,7 +35,7 @@ build: targets
 user-data: toolchain
 	$(CARGO) build $(CARGO_FLAGS) -q -p $(GENERATOR)
 	@for t in $(TARGETS); do \
-	    target/debug/$(GENERATOR) --template $(TEMPLATE) \
+	    target/debug/$(GENERATOR) --template $(TEMPLATE) --script-template $(SCRIPT_TEMPLATE) \
 	        --binary target/$$t/$(PROFILE_DIR)/$(MULTICALL) \
 	        --output target/cloud-init/$${t%%-*}/user-data || exit 1; \
 	done
