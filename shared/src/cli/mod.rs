@@ -71,19 +71,29 @@ pub fn run_logged<P: Parser>(
     body: impl FnOnce(P, &mut ProvisionLog<std::io::Stdout>) -> Result<u8, Error>,
 ) -> ExitCode {
     run(tool, args, |parsed: P| {
-        let mut log = ProvisionLog::from_env();
-        let status = body(parsed, &mut log);
-        match &status {
-            Err(err) if err.code() != USAGE => {
-                log.message(format!("{tool}: ERROR: {err}").as_bytes());
-            }
-            _ => {}
-        }
-        if let Err(err) = log.finish() {
-            report(tool, &err);
-        }
-        status
+        logged(tool, |log| body(parsed, log))
     })
+}
+
+/// Runs `body` with the provision log: an error (other than bad usage) is also logged as
+/// `<tool>: ERROR: …`, and a log file that could not be written is reported. For a tool that
+/// logs only on some paths (run_logged's body, for one that always does).
+pub fn logged(
+    tool: &str,
+    body: impl FnOnce(&mut ProvisionLog<std::io::Stdout>) -> Result<u8, Error>,
+) -> Result<u8, Error> {
+    let mut log = ProvisionLog::from_env();
+    let status = body(&mut log);
+    match &status {
+        Err(err) if err.code() != USAGE => {
+            log.message(format!("{tool}: ERROR: {err}").as_bytes());
+        }
+        _ => {}
+    }
+    if let Err(err) = log.finish() {
+        report(tool, &err);
+    }
+    status
 }
 
 /// Prints `<tool>: <error>` on stderr.
