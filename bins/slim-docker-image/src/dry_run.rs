@@ -70,33 +70,7 @@ fn build_test_flatten(config: &Config, lines: &mut Vec<String>) -> Result<()> {
     if arch.as_deref() == Some("arm64") {
         lines.push(format!("step 2: no smoke test ({ARCH_KEY}=arm64)"));
     } else {
-        let build_env = config.build_env.to_string_lossy();
-        let computed_env = config.computed_env.to_string_lossy();
-        let mut args = vec![
-            "run",
-            "--rm",
-            "--name",
-            &config.smoke_container,
-            "--network",
-            "host",
-            "--env-file",
-            &build_env,
-            "--env-file",
-            &computed_env,
-        ];
-        for key in SMOKE_KEYS {
-            args.extend(["-e", key]);
-        }
-        let volumes = volume_args();
-        args.extend(volumes.iter().map(String::as_str));
-        args.extend(["-d", &config.slim_image]);
-        lines.push(format!(
-            "step 2: {} (three fresh keys by name, and the renamed variables' other names), \
-             then wait up to {}s for 200 on http://127.0.0.1:{}{SMOKE_PATH}",
-            docker(config, &args),
-            config.smoke_timeout.as_secs(),
-            config.smoke_port
-        ));
+        lines.push(format!("step 2: {}", smoke_test(config)));
     }
     let mut import = vec!["import"];
     for change in IMPORT_CHANGES {
@@ -120,6 +94,37 @@ fn build_test_flatten(config: &Config, lines: &mut Vec<String>) -> Result<()> {
         docker(config, &["rm", &config.flatten_container])
     ));
     Ok(())
+}
+
+/// Step 2's command and wait.
+fn smoke_test(config: &Config) -> String {
+    let build_env = config.build_env.to_string_lossy();
+    let computed_env = config.computed_env.to_string_lossy();
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--name",
+        &config.smoke_container,
+        "--network",
+        "host",
+        "--env-file",
+        &build_env,
+        "--env-file",
+        &computed_env,
+    ];
+    for key in SMOKE_KEYS {
+        args.extend(["-e", key]);
+    }
+    let volumes = volume_args();
+    args.extend(volumes.iter().map(String::as_str));
+    args.extend(["-d", &config.slim_image]);
+    format!(
+        "{} (three fresh keys by name, and the renamed variables' other names), then wait up to \
+         {}s for 200 on http://127.0.0.1:{}{SMOKE_PATH}",
+        docker(config, &args),
+        config.smoke_timeout.as_secs(),
+        config.smoke_port
+    )
 }
 
 /// What the free-space step would do on this machine.

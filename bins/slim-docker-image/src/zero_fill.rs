@@ -235,60 +235,63 @@ pub fn free_space<W: Write>(
     log: &mut ProvisionLog<W>,
     stop: impl Fn() -> bool,
 ) -> Result<bool> {
-    let trim = |log: &mut ProvisionLog<W>| {
-        sync_filesystem(&config.path);
-        !config.trim.is_empty()
-            && stream_command(log, &format!("{tag}: fstrim"), &config.trim, TRIM_LIMIT)
-    };
-    let say = |log: &mut ProvisionLog<W>, text: &str| {
-        log.message(format!("{tag}: zero-fill: {text}").as_bytes());
-    };
     match config.mode {
-        Mode::Always => return run(config, tag, log, stop),
+        Mode::Always => run(config, tag, log, stop),
         Mode::Never => {
-            say(log, "skipped (--zero-fill never); trimming only");
-            trim(log);
-            return Ok(false);
+            say(log, tag, "skipped (--zero-fill never); trimming only");
+            trim(config, tag, log);
+            Ok(false)
         }
-        Mode::Auto => {}
+        Mode::Auto if trimmed_instead(config, tag, log) => Ok(false),
+        Mode::Auto => run(config, tag, log, stop),
     }
+}
+
+fn say<W: Write>(log: &mut ProvisionLog<W>, tag: &str, text: &str) {
+    log.message(format!("{tag}: zero-fill: {text}").as_bytes());
+}
+
+/// Syncs the filesystem and runs the trim command; whether it ran and exited 0.
+fn trim<W: Write>(config: &Config, tag: &str, log: &mut ProvisionLog<W>) -> bool {
+    sync_filesystem(&config.path);
+    !config.trim.is_empty()
+        && stream_command(log, &format!("{tag}: fstrim"), &config.trim, TRIM_LIMIT)
+}
+
+/// `auto`: when the disk takes discards, trims; whether that made the zeros unnecessary. Says
+/// why zeros are written otherwise.
+fn trimmed_instead<W: Write>(config: &Config, tag: &str, log: &mut ProvisionLog<W>) -> bool {
     let dir = config
         .path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    match discard_support(&config.sysfs, dir) {
+    let why = match discard_support(&config.sysfs, dir) {
         Some((device, max)) if max > 0 && !config.trim.is_empty() => {
-            if trim(log) {
-                say(
-                    log,
-                    &format!(
-                        "not needed: {device} takes discards (discard_max_bytes {max}) and the \
-                         trim succeeded, so the free blocks are unmapped, not just unused"
-                    ),
+            if trim(config, tag, log) {
+                let text = format!(
+                    "not needed: {device} takes discards (discard_max_bytes {max}) and the trim \
+                     succeeded, so the free blocks are unmapped, not just unused"
                 );
-                return Ok(false);
+                say(log, tag, &text);
+                return true;
             }
-            say(log, "the trim failed; writing zeros instead");
+            "the trim failed; writing zeros instead".to_string()
         }
-        Some((device, _)) if config.trim.is_empty() => say(
-            log,
-            &format!("{device} may take discards, but there is no trim command; writing zeros"),
+        Some((device, _)) if config.trim.is_empty() => {
+            format!("{device} may take discards, but there is no trim command; writing zeros")
+        }
+        Some((device, _)) => {
+            format!("{device} takes no discards (discard_max_bytes 0); writing zeros")
+        }
+        None => format!(
+            "no block device found under {} in {}; writing zeros",
+            dir.display(),
+            config.sysfs.display()
         ),
-        Some((device, _)) => say(
-            log,
-            &format!("{device} takes no discards (discard_max_bytes 0); writing zeros"),
-        ),
-        None => say(
-            log,
-            &format!(
-                "no block device found under {} in {}; writing zeros",
-                dir.display(),
-                config.sysfs.display()
-            ),
-        ),
-    }
-    run(config, tag, log, stop)
+    };
+    say(log, tag, &why);
+    false
 }
 
 /// Fills, logs `TAG: zero-fill: …` lines, then runs the trim command with its output logged as
