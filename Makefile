@@ -23,6 +23,7 @@ HEXCLAVE_BUILD_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null)$(shell 
 endif
 export HEXCLAVE_BUILD_COMMIT
 TEMPLATE := cloud-init/user-data.template
+SCRIPT_TEMPLATE := cloud-init/emulator-tools.sh.template
 # cargo names the output folder of the dev profile `debug`; every other profile keeps its name.
 PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
@@ -43,7 +44,7 @@ build: targets
 user-data: toolchain
 	$(CARGO) build $(CARGO_FLAGS) -q -p $(GENERATOR)
 	@for t in $(TARGETS); do \
-	    target/debug/$(GENERATOR) --template $(TEMPLATE) \
+	    target/debug/$(GENERATOR) --template $(TEMPLATE) --script-template $(SCRIPT_TEMPLATE) \
 	        --binary target/$$t/$(PROFILE_DIR)/$(MULTICALL) \
 	        --output target/cloud-init/$${t%%-*}/user-data || exit 1; \
 	done

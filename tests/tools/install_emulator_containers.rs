@@ -216,22 +216,47 @@ fn loads_the_bundle_from_a_labelled_disk_and_a_rerun_works() {
     std::fs::write(&build_env, "old\n").unwrap();
     let calls = sb.path("start-calls");
     let stub = sb.path("systemctl");
+    // Its `is-enabled` answers "enabled" while the flag file exists.
+    let enabled = sb.path("docker-enabled");
     executable(
         &stub,
-        &format!("#!/bin/sh\necho \"$@\" >> '{}'\n", calls.display()),
+        &format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\n[ \"$1\" != is-enabled ] || [ -e '{}' ]\n",
+            calls.display(),
+            enabled.display()
+        ),
     );
-    let run = run_with(&sb, &format!("{} enable --now docker", stub.display()));
+    let enable_now = format!("{} enable --now docker", stub.display());
+    let run = run_with(&sb, &enable_now);
     run.success().stderr_is("");
     assert_eq!(
         std::fs::read_to_string(&calls).unwrap(),
-        "enable --now docker\n"
+        "is-enabled --quiet docker\nenable --now docker\n"
+    );
+    // Enabled already (docker's package enables it): only started, no reload of systemd.
+    std::fs::write(&enabled, "").unwrap();
+    std::fs::remove_file(&calls).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let run = run_with(&sb, &enable_now);
+    run.success().stderr_is("");
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "is-enabled --quiet docker\nstart docker\n"
     );
     let lines = log_lines(&log);
     assert_eq!(
         lines[0],
         format!("{TOOL}: {mp} is mounted already; using it")
     );
-    assert!(lines[3].ends_with("sha256 verified"), "{lines:#?}");
+    assert_eq!(
+        lines[1],
+        format!(
+            "{TOOL}: docker is enabled already: `{0} start docker` instead of `{0} enable --now \
+             docker`",
+            stub.display()
+        )
+    );
+    assert!(lines[4].ends_with("sha256 verified"), "{lines:#?}");
     assert_eq!(std::fs::read_to_string(&build_env).unwrap(), BUILD_ENV);
     assert!(sb.images().contains(&format!("{IMAGE}:latest")));
 }

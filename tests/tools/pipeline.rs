@@ -2,9 +2,8 @@
 //! throwaway engine, as cloud-init runs it in the guest.
 //!
 //! Each test owns one sandbox (private mount and network namespaces) holding everything the
-//! guest would have: a dockerd of its own, which install-emulator-containers starts and
-//! slim-docker-image stops, wipes and restarts through the sandbox's scripts (standing in for
-//! `systemctl start/stop docker containerd`); the bundle disk, an ext4 filesystem labelled
+//! guest would have: a dockerd of its own, which install-emulator-containers starts through the
+//! sandbox's script (standing in for `systemctl enable --now docker`); the bundle disk, an ext4 filesystem labelled
 //! STACKBUNDLE on a loop device (found through a by-label link, as udev would make it) holding
 //! the fake emulator's `img.tgz` and a `build.env`; a tmpfs as the host folder, so the log is
 //! `HOST/provision.log`; a 32 MiB tmpfs for the zero-fill; plain files as the consoles and the
@@ -174,8 +173,8 @@ impl Guest {
     /// The tools directory: wrappers pointing the tools at the sandbox, links for the others,
     /// and the stand-ins for systemctl, shutdown and poweroff.
     fn install_tools(&self) {
-        let (start, stop) = self.sb.engine_scripts();
-        let (start, stop) = (start.display().to_string(), stop.display().to_string());
+        let (start, _) = self.sb.engine_scripts();
+        let start = start.display().to_string();
         let build_env = self.build_env_path();
         let computed = self.p("etc/stack-build-computed.env");
         let arch_env = self.p("etc/stack-build-arch.env");
@@ -188,7 +187,7 @@ impl Guest {
                     "--mount-point".into(),
                     self.p("mnt/stack-bundle"),
                     "--start-docker".into(),
-                    start.clone(),
+                    start,
                     "--docker-timeout".into(),
                     WAIT.into(),
                     "--build-env".into(),
@@ -221,26 +220,8 @@ impl Guest {
                     arch_env,
                     "--smoke-timeout".into(),
                     WAIT.into(),
-                    "--docker-root".into(),
-                    self.sb.engine_data_root().display().to_string(),
-                    "--containerd-root".into(),
-                    self.p("containerd"),
-                    "--backup-dir".into(),
-                    self.p("var-tmp/volumes-backup"),
-                    "--image-tar".into(),
-                    self.p("var-tmp/final-image.tar"),
                     "--state-file".into(),
                     self.p("var-tmp/slim-docker-image.state"),
-                    "--stop-engine-command".into(),
-                    stop.clone(),
-                    "--start-engine-command".into(),
-                    start.clone(),
-                    "--stop-docker-command".into(),
-                    stop,
-                    "--start-docker-command".into(),
-                    start,
-                    "--engine-timeout".into(),
-                    WAIT.into(),
                     "--fill-file".into(),
                     self.p("scratch/zero.fill"),
                     "--fstrim-command".into(),
@@ -610,7 +591,7 @@ fn a_build_runs_every_tool_flattens_the_image_marks_done_and_powers_off_once() {
         "Smoke test passed (0s).",
         "Flattening image (docker export/import)...",
         "Flatten done.",
-        &format!("Saving final image to {}...", g.p("var-tmp")),
+        "Saving final image to /var/tmp...",
         "Nuking Docker storage and reloading...",
         "Docker storage rebuilt.",
         "Zeroing free space for qcow2 compression...",

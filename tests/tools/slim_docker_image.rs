@@ -1,11 +1,11 @@
-//! slim-docker-image against a throwaway engine, its stop/start scripts and a scratch tmpfs.
+//! slim-docker-image against a throwaway engine and a scratch tmpfs.
 //!
-//! Everything destructive runs in a sandbox: the engine whose data root the tool wipes is the
-//! sandbox's own dockerd (started and stopped by the sandbox's scripts, standing in for
-//! `systemctl start/stop docker containerd`), the backup, tar and state file live in the sandbox
-//! directory, and the zero-fill fills a 32 MiB tmpfs mounted inside the sandbox's mount
-//! namespace. These tests replace the original's straight-line rebuild (a crash between the
-//! `mv` of the volumes and their return lost them) and its smoke keys in docker's argv.
+//! Everything destructive runs in a sandbox: the engine whose images the tool removes is the
+//! sandbox's own dockerd, the state file lives in the sandbox directory, and the zero-fill fills
+//! a 32 MiB tmpfs mounted inside the sandbox's mount namespace (a tmpfs has no block device, so
+//! the default --zero-fill auto writes the zeros). These tests replace the original's
+//! straight-line rebuild (a crash between the `mv` of the volumes and their return lost them)
+//! and its smoke keys in docker's argv.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -18,21 +18,14 @@ use crate::common::sandbox::{self, Sandbox};
 use crate::common::*;
 
 const TOOL: &str = "slim-docker-image";
-const STEPS: [&str; 14] = [
-    "save",
-    "stop-engine",
-    "move-volumes",
-    "wipe",
-    "start-engine",
-    "load",
+const STEPS: [&str; 7] = [
+    "remove-slim",
+    "remove-source",
     "tag",
     "untag-final",
-    "remove-tar",
-    "stop-docker",
-    "restore-volumes",
-    "start-docker",
+    "prune",
     "verify",
-    "zero-fill",
+    "free-space",
 ];
 const SMOKE_KEYS: [&str; 3] = [
     "STACK_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
@@ -46,16 +39,13 @@ const KEPT: &str = "kept across the rebuild\n";
 /// file, env files and a scratch tmpfs.
 struct Setup {
     sb: Sandbox,
-    start: PathBuf,
-    stop: PathBuf,
 }
 
 impl Setup {
     fn new(extra: &[&str], arch: &str) -> Setup {
         let mut sb = Sandbox::with_network();
         sb.start_engine();
-        let (start, stop) = sb.engine_scripts();
-        let s = Setup { sb, start, stop };
+        let s = Setup { sb };
         s.build_fake(extra);
         std::fs::write(s.sb.path("build.env"), "STACK_EMULATOR_BUILD_SNAPSHOT=1\n").unwrap();
         std::fs::write(
@@ -104,11 +94,6 @@ impl Setup {
     }
 
     fn tool(&self) -> Cmd {
-        self.tool_starting_with(&self.start)
-    }
-
-    /// The tool with `start` as the command that starts docker and containerd.
-    fn tool_starting_with(&self, start: impl AsRef<std::ffi::OsStr>) -> Cmd {
         let p = |name: &str| self.sb.path(name);
         self.sb
             .tool(TOOL)
@@ -118,24 +103,8 @@ impl Setup {
             .arg(p("computed.env"))
             .arg("--arch-env")
             .arg(p("arch.env"))
-            .arg("--docker-root")
-            .arg(self.sb.engine_data_root())
-            .arg("--containerd-root")
-            .arg(p("containerd"))
-            .arg("--backup-dir")
-            .arg(self.var_tmp("volumes-backup"))
-            .arg("--image-tar")
-            .arg(self.var_tmp("final-image.tar"))
             .arg("--state-file")
             .arg(self.var_tmp("slim.state"))
-            .arg("--stop-engine-command")
-            .arg(&self.stop)
-            .arg("--start-engine-command")
-            .arg(start)
-            .arg("--stop-docker-command")
-            .arg(&self.stop)
-            .arg("--start-docker-command")
-            .arg(&self.start)
             .arg("--fill-file")
             .arg(p("scratch/zero.fill"))
             .arg("--fstrim-command")
@@ -193,14 +162,10 @@ impl Setup {
             "/d/keep.txt",
         ]);
         assert_eq!(kept, KEPT);
-        for name in [
-            "final-image.tar",
-            "final-image.tar.partial",
-            "volumes-backup",
-            "slim.state",
-        ] {
-            assert!(!self.var_tmp(name).exists(), "{name} left behind");
-        }
+        assert!(
+            !self.var_tmp("slim.state").exists(),
+            "the state file left behind"
+        );
         assert_eq!(
             self.names(&["ps", "-a", "--format", "{{.Names}}"]),
             Vec::<String>::new()
@@ -324,7 +289,6 @@ fn full_run_smoke_tests_flattens_rebuilds_and_fills() {
         "the sampler never saw the smoke test's docker run"
     );
 
-    let dir = s.var_tmp("");
     assert_eq!(
         s.original_lines(),
         [
@@ -334,10 +298,7 @@ fn full_run_smoke_tests_flattens_rebuilds_and_fills() {
             "Smoke test passed (Ns).".into(),
             "Flattening image (docker export/import)...".into(),
             "Flatten done.".into(),
-            format!(
-                "Saving final image to {}...",
-                dir.display().to_string().trim_end_matches('/')
-            ),
+            "Saving final image to /var/tmp...".to_string(),
             "Nuking Docker storage and reloading...".into(),
             "Docker storage rebuilt.".into(),
             "Zeroing free space for qcow2 compression...".into(),
@@ -345,17 +306,25 @@ fn full_run_smoke_tests_flattens_rebuilds_and_fills() {
         ]
     );
     let log = s.log();
-    let steps: Vec<&str> = log
+    // "N/7: name: what it does", up to the name.
+    let steps: Vec<String> = log
         .iter()
         .filter_map(|l| l.strip_prefix("slim-docker-image: storage rebuild step "))
+        .map(|l| l.splitn(3, ": ").take(2).collect::<Vec<_>>().join(": "))
         .collect();
     let expected: Vec<String> = STEPS
         .iter()
         .enumerate()
-        .map(|(i, s)| format!("{}/14: {s}", i + 1))
+        .map(|(i, s)| format!("{}/7: {s}", i + 1))
         .collect();
     assert_eq!(steps, expected);
-    // The zero-fill filled the 32 MiB scratch filesystem, then the trim ran.
+    // The scratch tmpfs has no block device: the zero-fill filled it, then the trim ran.
+    assert!(
+        log.iter().any(|l| l
+            .starts_with("slim-docker-image: zero-fill: no block device found under ")
+            && l.ends_with("; writing zeros")),
+        "{log:#?}"
+    );
     let filled = log
         .iter()
         .find_map(|l| l.strip_prefix("slim-docker-image: zero-fill: filesystem full after "))
@@ -413,25 +382,11 @@ fn full_run_smoke_tests_flattens_rebuilds_and_fills() {
 }
 
 impl Setup {
-    /// The volume's file, from wherever the rebuild has it now (the engine's volumes directory
-    /// or the backup), checking it is in exactly one of them.
+    /// The volume's file, read in the engine's volumes directory (nothing ever moves it).
     #[track_caller]
-    fn volume_file_somewhere(&self) -> String {
-        let rel = "stack-postgres-data/_data/keep.txt";
-        let places = [
-            self.sb.engine_data_root().join("volumes"),
-            self.var_tmp("volumes-backup"),
-        ];
-        let found: Vec<String> = places
-            .iter()
-            .filter_map(|dir| std::fs::read_to_string(dir.join(rel)).ok())
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "the volume should be in exactly one place: {found:?}"
-        );
-        found[0].clone()
+    fn volume_file(&self) -> String {
+        let rel = "volumes/stack-postgres-data/_data/keep.txt";
+        std::fs::read_to_string(self.sb.engine_data_root().join(rel)).unwrap()
     }
 }
 
@@ -446,7 +401,6 @@ fn a_crash_after_each_rebuild_step_is_finished_by_a_rerun() {
             s.var_tmp("slim.state").display()
         )
     };
-    let remove_tar = STEPS.iter().position(|s| *s == "remove-tar").unwrap();
     for (i, step) in STEPS.iter().enumerate() {
         let before = s.log().len();
         let run = s.tool().env("HEXCLAVE_SLIM_CRASH_AFTER", step).run();
@@ -475,15 +429,15 @@ fn a_crash_after_each_rebuild_step_is_finished_by_a_rerun() {
         let state = std::fs::read_to_string(s.var_tmp("slim.state")).unwrap();
         let done = if i == 0 { "none" } else { STEPS[i - 1] };
         assert!(state.contains(&format!("\ndone={done}\n")), "{state}");
-        // Nothing lost at any point: the volume's file is in the volumes or in the backup,
-        // and the tar exists until the reloaded image has been verified.
-        assert_eq!(s.volume_file_somewhere(), KEPT, "after {step}");
-        if i < remove_tar {
-            assert!(
-                s.var_tmp("final-image.tar").is_file(),
-                "no tar after {step}"
-            );
-        }
+        // Nothing lost at any point: the volume's file stays where the engine keeps it, and
+        // the final image is in the engine under one of its names.
+        assert_eq!(s.volume_file(), KEPT, "after {step}");
+        let names = s.names(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+        assert!(
+            names.iter().any(|n| n == "stack-local-emulator:final")
+                || names.iter().any(|n| n == "stack-local-emulator:latest"),
+            "after {step}: {names:?}"
+        );
     }
     let before = s.log().len();
     s.tool().run().success().stderr_is("");
@@ -493,30 +447,99 @@ fn a_crash_after_each_rebuild_step_is_finished_by_a_rerun() {
     s.assert_rebuilt();
 }
 
+/// A docker client that fails `docker tag` while a flag file exists, and runs docker otherwise.
+fn failing_tag_client(s: &Setup) -> (PathBuf, PathBuf) {
+    let flag = s.sb.path("fail-tag");
+    let client = s.sb.path("docker-failing-tag");
+    std::fs::write(
+        &client,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = tag ] && [ -e '{}' ]; then echo 'tag refused' >&2; exit 1; fi\n\
+             exec docker \"$@\"\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&client, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(&flag, "").unwrap();
+    (client, flag)
+}
+
 #[test]
-fn a_failed_engine_start_keeps_everything_and_a_rerun_finishes() {
+fn a_failed_step_keeps_its_progress_and_a_rerun_finishes() {
     require!(engine(), "a sandbox with a docker engine");
     let s = Setup::new(&[], "arm64");
-    s.tool_starting_with("false")
-        .run()
-        .code_is(1)
-        .stderr_is(format!(
-            "slim-docker-image: storage rebuild step start-engine: running `false`: exit status \
-             1: no output on stderr; the progress is kept in {}: fix the cause and run \
-             slim-docker-image again to resume\n",
-            s.var_tmp("slim.state").display()
-        ));
-    assert!(!s.sb.engine_data_root().exists(), "the wipe ran");
-    assert_eq!(s.volume_file_somewhere(), KEPT);
-    assert!(s.var_tmp("final-image.tar").is_file());
+    let (client, flag) = failing_tag_client(&s);
+    let run = s.tool().arg("--docker").arg(&client).run();
+    run.code_is(1);
     assert!(
-        s.log()
-            .last()
-            .unwrap()
-            .starts_with("slim-docker-image: ERROR: storage rebuild step start-engine: ")
+        run.stderr_str().starts_with(&format!(
+            "slim-docker-image: storage rebuild step tag: running `{} tag \
+             stack-local-emulator:final stack-local-emulator`: exit status 1",
+            client.display()
+        )),
+        "{}",
+        run.stderr_str()
     );
-    s.tool().run().success();
+    assert!(
+        run.stderr_str().ends_with(&format!(
+            "; the progress is kept in {}: fix the cause and run slim-docker-image again to \
+             resume\n",
+            s.var_tmp("slim.state").display()
+        )),
+        "{}",
+        run.stderr_str()
+    );
+    let state = std::fs::read_to_string(s.var_tmp("slim.state")).unwrap();
+    assert!(state.contains("\ndone=remove-source\n"), "{state}");
+    assert_eq!(s.volume_file(), KEPT);
+    std::fs::remove_file(flag).unwrap();
+    s.tool().arg("--docker").arg(&client).run().success();
     s.assert_rebuilt();
+}
+
+/// --dry-run says what a run would do and does none of it: the engine, the state file, the
+/// scratch filesystem and the log file are as they were.
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    require!(engine(), "a sandbox with a docker engine");
+    let s = Setup::new(&[], "amd64");
+    let snapshot = |s: &Setup| {
+        (
+            s.names(&[
+                "image",
+                "ls",
+                "--no-trunc",
+                "--format",
+                "{{.Repository}}:{{.Tag}} {{.ID}}",
+            ]),
+            s.names(&["ps", "-a", "--format", "{{.Names}}"]),
+            s.names(&["volume", "ls", "--format", "{{.Name}}"]),
+            s.volume_file(),
+            s.sb.sh(&format!("ls -A '{}'", s.sb.path("scratch").display()))
+                .stdout,
+            std::fs::read_dir(s.sb.path("")).unwrap().count(),
+        )
+    };
+    let before = snapshot(&s);
+    let run = s.tool().arg("--dry-run").run();
+    run.success().stderr_is("");
+    let plan = run.stdout_str();
+    for text in [
+        "dry run: step 1: docker build -t stack-local-emulator-slim - ",
+        "dry run: step 2: docker run --rm --name smoke-test --network host ",
+        "dry run: step 3: docker create --name flatten stack-local-emulator-slim /bin/true; ",
+        "dry run: storage rebuild step 1/7: remove-slim: docker rmi stack-local-emulator-slim",
+        "dry run: storage rebuild step 7/7: free-space: ",
+        "(the disk under ",
+    ] {
+        assert!(plan.contains(text), "no {text:?} in:\n{plan}");
+    }
+    assert_eq!(plan.lines().count(), 11, "{plan}");
+    assert!(plan.lines().all(|l| l.starts_with("dry run: ")), "{plan}");
+    assert_eq!(snapshot(&s), before);
+    assert!(!s.log_path().exists(), "the log file was not even created");
+    assert!(!s.var_tmp("slim.state").exists());
 }
 
 /// The user-data's `/etc/stack-build-computed.env`.
@@ -686,58 +709,17 @@ fn a_failed_smoke_test_dumps_diagnostics_and_removes_its_container() {
 }
 
 #[test]
-fn a_stale_backup_without_a_state_file_is_refused_before_anything_runs() {
-    let dir = scratch();
-    let backup = dir.path().join("volumes-backup");
-    std::fs::create_dir(&backup).unwrap();
-    let log = dir.path().join("provision.log");
+fn a_state_file_path_that_is_not_absolute_is_a_usage_error() {
     tool(TOOL)
-        .args(["--docker", "/nonexistent/docker"])
-        .arg("--backup-dir")
-        .arg(&backup)
-        .arg("--image-tar")
-        .arg(dir.path().join("final.tar"))
-        .arg("--state-file")
-        .arg(dir.path().join("state"))
-        .arg("--docker-root")
-        .arg(dir.path().join("docker"))
-        .env("STACK_PROVISION_LOG_FILE", &log)
-        .run()
-        .code_is(1)
-        .stderr_is(format!(
-            "slim-docker-image: starting the storage rebuild: {} exists: no rebuild is recorded \
-             in {}, so it is not ours; move it away and run again\n",
-            backup.display(),
-            dir.path().join("state").display()
-        ));
-    assert!(backup.is_dir());
-    // Nothing was logged but the error: not even the first step.
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.starts_with("slim-docker-image: ERROR: starting the storage rebuild"),
-        "{text}"
-    );
-    assert_eq!(text.lines().count(), 1);
-}
-
-#[test]
-fn paths_the_wipe_would_take_are_usage_errors() {
-    let dir = scratch();
-    tool(TOOL)
-        .arg("--docker-root")
-        .arg(dir.path().join("docker"))
-        .arg("--image-tar")
-        .arg(dir.path().join("docker/final.tar"))
-        .run()
-        .code_is(2)
-        .stderr_contains("final.tar: is inside --docker-root");
-    tool(TOOL)
-        .args(["--image-tar", "relative.tar"])
+        .args(["--state-file", "relative.state"])
         .run()
         .code_is(2)
         .stderr_is(
-            "slim-docker-image: --image-tar relative.tar: must be an absolute path without '..'\n\
-             Try 'slim-docker-image --help' for more information.\n",
+            "slim-docker-image: --state-file relative.state: must be an absolute path without \
+             '..'
+\
+             Try 'slim-docker-image --help' for more information.
+",
         );
 }
 
@@ -748,17 +730,11 @@ fn help_version_and_bad_arguments() {
     let help = run.stdout_str();
     for text in [
         "Usage: slim-docker-image [OPTIONS]",
-        "[default: /var/lib/docker]",
-        "[default: /var/lib/containerd]",
-        "[default: /var/tmp/volumes-backup]",
-        "[default: /var/tmp/final-image.tar]",
         "[default: /var/tmp/slim-docker-image.state]",
         "[default: /zero.fill]",
         "[default: \"fstrim -av\"]",
-        "[default: \"systemctl stop docker containerd\"]",
-        "[default: \"systemctl start docker containerd\"]",
-        "[default: \"systemctl stop docker\"]",
-        "[default: \"systemctl start docker\"]",
+        "[default: auto]",
+        "--dry-run",
         "[default: /etc/stack-build-arch.env]",
         "[default: smoke-test]",
         "[default: 8102]",
@@ -769,16 +745,26 @@ fn help_version_and_bad_arguments() {
         assert!(help_contains(&help, text), "--help lacks {text:?}:\n{help}");
     }
     assert!(!help.contains("crash-after"), "the test knob stays hidden");
+    // The step table, one line per step, from the same table the runner reads.
+    let table: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Storage rebuild steps"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter(|l| !l.starts_with("   "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(table, STEPS);
     tool(TOOL)
         .arg("--version")
         .run()
         .success()
         .stdout_is(version_text(TOOL));
     tool(TOOL)
-        .args(["--stop-engine-command", ""])
+        .args(["--zero-fill", "sometimes"])
         .run()
         .code_is(2)
-        .stderr_contains("must name a command");
+        .stderr_contains("expected auto, always or never");
     tool(TOOL)
         .args(["--fill-block-size", "4X"])
         .run()
@@ -826,27 +812,4 @@ fn sigterm_during_the_smoke_test_removes_its_container() {
         Vec::<String>::new()
     );
     assert!(!s.var_tmp("slim.state").exists());
-}
-
-#[test]
-fn one_rerun_finishes_after_a_crash_in_the_dangerous_window() {
-    require!(engine(), "a sandbox with a docker engine");
-    let s = Setup::new(&[], "arm64");
-    // Between moving the volumes away and moving them back: the original lost them here.
-    for (round, step) in ["move-volumes", "wipe", "restore-volumes"]
-        .iter()
-        .enumerate()
-    {
-        if round > 0 {
-            // The last round left the flattened image; start again from a fresh fake.
-            s.build_fake(&[]);
-        }
-        s.tool()
-            .env("HEXCLAVE_SLIM_CRASH_AFTER", step)
-            .run()
-            .code_is(99);
-        assert_eq!(s.volume_file_somewhere(), KEPT, "after {step}");
-        s.tool().run().success().stderr_is("");
-        s.assert_rebuilt();
-    }
 }

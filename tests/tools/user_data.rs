@@ -1,8 +1,9 @@
-//! The generated cloud-init user-data (render-user-data on cloud-init/user-data.template):
-//! valid for cloud-init, the original everywhere but the tool installation, a payload that
-//! decodes to the built binary, and a first runcmd step that stops everything on a bad binary.
+//! The generated cloud-init user-data (render-user-data on cloud-init/user-data.template and
+//! cloud-init/emulator-tools.sh.template): a MIME multipart whose cloud-config part is valid for
+//! cloud-init and the original everywhere but the tool installation, whose script part installs
+//! the built binary, and whose first runcmd step stops everything on a bad or missing binary.
 //!
-//! Parsing, decoding and runcmd script writing go through cloud-init's own Python code
+//! MIME processing, parsing, script writing go through cloud-init's own Python code
 //! (`tests/fixtures/user_data/cloud_init.py`, run with Debian's python3 and its `cloudinit`
 //! package), so what is checked is what a guest does; a Rust YAML parser could differ from
 //! cloud-init's PyYAML on exactly the corner cases that matter.
@@ -16,6 +17,8 @@ use crate::common::*;
 
 const GENERATOR: &str = "render-user-data";
 const BINARY_PATH: &str = "/usr/local/lib/emulator-tools/emulator-tools";
+/// The script part's name, as cloud-init writes it to its scripts directory.
+const SCRIPT_PART: &str = "emulator-tools";
 const PYTHON: &str = "/usr/bin/python3";
 /// The twelve scripts of the original user-data, in its order: what the one binary replaces.
 const SCRIPTS: [&str; 12] = [
@@ -43,6 +46,10 @@ fn template() -> PathBuf {
     workspace().join("cloud-init/user-data.template")
 }
 
+fn script_template() -> PathBuf {
+    workspace().join("cloud-init/emulator-tools.sh.template")
+}
+
 /// Whether cloud-init's Python code is there to read user-data with; `make test` installs it.
 fn have_cloud_init() -> bool {
     has_program("cloud-init") && Path::new(PYTHON).is_file()
@@ -54,6 +61,8 @@ fn render(triple: &str, dir: &Path) -> PathBuf {
     let run = tool(GENERATOR)
         .arg("--template")
         .arg(template())
+        .arg("--script-template")
+        .arg(script_template())
         .arg("--binary")
         .arg(musl_multicall(triple))
         .arg("--output")
@@ -77,6 +86,33 @@ fn helper(args: &[&OsStr]) -> String {
     let run = run_program(PYTHON, &argv, &[], b"");
     run.success();
     run.stdout_str()
+}
+
+/// The cloud-config part's text, written to `dir` by cloud-init's MIME code.
+fn cloud_config(file: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join(format!(
+        "{}.cloud-config",
+        file.file_name().unwrap().to_string_lossy()
+    ));
+    helper(&[os("text"), file.as_os_str(), out.as_os_str()]);
+    out
+}
+
+/// The script parts as cloud-init's init stage writes them, under `cloud_dir`; their paths.
+fn scripts(file: &Path, cloud_dir: &Path) -> Vec<PathBuf> {
+    helper(&[os("scripts"), file.as_os_str(), cloud_dir.as_os_str()])
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Runs a script part as scripts_user does (executed directly), installing under `root`.
+fn run_script(script: &Path, root: &Path) -> Run {
+    let mut cmd = std::process::Command::new(script);
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HEXCLAVE_INSTALL_ROOT", root);
+    Run(cmd.output().unwrap())
 }
 
 fn os(s: &str) -> &OsStr {
@@ -110,7 +146,8 @@ macro_rules! rendered {
 #[test]
 fn passes_cloud_init_schema_validation() {
     let dir = scratch();
-    for (_, file) in rendered!(dir.path()) {
+    for (_, user_data) in rendered!(dir.path()) {
+        let file = cloud_config(&user_data, dir.path());
         let run = run_program(
             "cloud-init",
             &[os("schema"), os("--config-file"), file.as_os_str()],
@@ -124,12 +161,13 @@ fn passes_cloud_init_schema_validation() {
             "{}",
             run.stdout_str()
         );
-        // The validator does validate: a bad encoding in the same file is rejected.
+        // The validator does validate: a bad value in the same part is rejected.
         let bad = dir.path().join("bad.user-data");
         let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("\npackage_update: true\n"));
         std::fs::write(
             &bad,
-            text.replacen("encoding: gz+b64", "encoding: gz+b99", 1),
+            text.replacen("package_update: true", "package_update: 7", 1),
         )
         .unwrap();
         let run = run_program(
@@ -151,9 +189,9 @@ fn fits_in_one_mebibyte() {
     }
 }
 
-/// Parsed as cloud-init parses it, the document is the original's once the twelve scripts and
-/// runcmd are taken out of the original and the binary and runcmd out of ours: same keys, same
-/// values, same order.
+/// Parsed as cloud-init parses it, the cloud-config part is the original's document once the
+/// twelve scripts and runcmd are taken out of the original and runcmd out of ours: same keys,
+/// same values, same order. The binary is in the other part.
 #[test]
 fn same_document_as_the_original_outside_the_replaced_entries() {
     let dir = scratch();
@@ -181,20 +219,18 @@ fn same_document_as_the_original_outside_the_replaced_entries() {
         "{original_rest}"
     );
     for (triple, file) in files {
-        let ours = helper(&[os("without"), file.as_os_str(), os(BINARY_PATH)]);
+        let ours = helper(&[os("without"), file.as_os_str()]);
         assert_eq!(ours, original_rest, "{triple}");
         assert_eq!(
             helper(&[os("paths"), file.as_os_str()]),
-            format!(
-                "{BINARY_PATH}\n/etc/stack-build-computed.env\n/etc/systemd/system/stack.service\n"
-            ),
-            "{triple}: the binary takes the first script's place"
+            "/etc/stack-build-computed.env\n/etc/systemd/system/stack.service\n",
+            "{triple}: no write_files entry for the binary"
         );
     }
 }
 
-/// Outside the replaced entries the text is the original's, byte for byte: everything before
-/// write_files, and each entry that is not a script.
+/// Outside the replaced entries the cloud-config part's text is the original's, byte for byte:
+/// everything before write_files, and each entry that is not a script.
 #[test]
 fn text_outside_the_replaced_entries_is_byte_identical() {
     let dir = scratch();
@@ -221,7 +257,7 @@ fn text_outside_the_replaced_entries_is_byte_identical() {
         .collect();
     assert_eq!(kept.len(), 2, "stack-build-computed.env and stack.service");
     for (triple, file) in files {
-        let ours = std::fs::read_to_string(&file).unwrap();
+        let ours = std::fs::read_to_string(cloud_config(&file, dir.path())).unwrap();
         assert!(
             ours.starts_with(head),
             "{triple}: the text before write_files"
@@ -235,17 +271,25 @@ fn text_outside_the_replaced_entries_is_byte_identical() {
     }
 }
 
+/// Two parts, the cloud-config and the script; cloud-init's scripts_user runs its scripts
+/// directory in name order, so the script (written there by the init stage) runs before the
+/// runcmd script (written there by cc_runcmd), whose first step checks the binary.
 #[test]
-fn binary_entry_and_runcmd_are_as_specified() {
+fn parts_and_runcmd_are_as_specified() {
     let dir = scratch();
     for (triple, file) in rendered!(dir.path()) {
         assert_eq!(
-            helper(&[os("entry"), file.as_os_str(), os(BINARY_PATH)]),
-            format!(
-                "{{\"path\": \"{BINARY_PATH}\", \"permissions\": \"0755\", \"encoding\": \"gz+b64\"}}\n"
-            ),
+            helper(&[os("parts"), file.as_os_str()]),
+            format!("text/cloud-config cloud-config\ntext/x-shellscript {SCRIPT_PART}\n"),
             "{triple}"
         );
+        let cloud_dir = dir.path().join(format!("{triple}.cloud"));
+        let written = scripts(&file, &cloud_dir);
+        assert_eq!(written.len(), 1, "{written:?}");
+        assert!(written[0].ends_with(format!("instance/scripts/{SCRIPT_PART}")));
+        let mut order = [SCRIPT_PART, "runcmd"];
+        order.sort_unstable();
+        assert_eq!(order, [SCRIPT_PART, "runcmd"], "runparts order");
         let runcmd = helper(&[os("runcmd"), file.as_os_str()]);
         let digest = sha256sum(&musl_multicall(triple));
         assert!(
@@ -263,23 +307,28 @@ fn binary_entry_and_runcmd_are_as_specified() {
     }
 }
 
-/// Decoded as cloud-init decodes `gz+b64`, the payload is the built binary, mode 0755, and its
-/// SHA-256 is the one the first runcmd step expects.
+/// The script part, written and run as cloud-init does, installs the built binary, mode 0755,
+/// whose SHA-256 is the one the first runcmd step expects, and leaves nothing else behind.
 #[test]
-fn payload_decodes_to_the_built_binary() {
+fn script_part_installs_the_built_binary() {
     let dir = scratch();
     for (triple, file) in rendered!(dir.path()) {
-        let out = dir.path().join(format!("{triple}.decoded"));
-        helper(&[
-            os("payload"),
-            file.as_os_str(),
-            os(BINARY_PATH),
-            out.as_os_str(),
-        ]);
+        let root = dir.path().join(format!("{triple}.root"));
+        let script = scripts(&file, &dir.path().join(format!("{triple}.cloud"))).remove(0);
+        run_script(&script, &root)
+            .success()
+            .stdout_is("")
+            .stderr_is("");
+        let out = root.join(BINARY_PATH.trim_start_matches('/'));
+        let installed: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(installed, [SCRIPT_PART], "{triple}");
         let built = std::fs::read(musl_multicall(triple)).unwrap();
         assert!(
             std::fs::read(&out).unwrap() == built,
-            "{triple}: payload differs from the build"
+            "{triple}: the installed binary differs from the build"
         );
         let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o755, "{triple}");
@@ -288,15 +337,16 @@ fn payload_decodes_to_the_built_binary() {
         assert_eq!(
             text.matches(&digest).count(),
             3,
-            "{triple}: digest {digest} in the check and in the comment at the entry"
+            "{triple}: digest {digest} in the check and in the comment above it"
         );
     }
 }
 
-/// The binary's entry carries its identity (as its `--version` prints it) and the one command
-/// that checks it in a guest; the x86_64 build, run here, names the commit of HEAD.
+/// The cloud-config's runcmd and the binary's script part carry its identity (as its `--version`
+/// prints it), the runcmd also the one command that checks it in a guest; the x86_64 build, run
+/// here, names the commit of HEAD.
 #[test]
-fn binary_entry_names_the_build_and_how_to_verify_it() {
+fn user_data_names_the_build_and_how_to_verify_it() {
     let dir = scratch();
     for (triple, file) in rendered!(dir.path()) {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -305,20 +355,19 @@ fn binary_entry_names_the_build_and_how_to_verify_it() {
         let stamp = shared::stamp::find_in(&std::fs::read(&binary).unwrap()).expect("a stamp");
         let [version, commit, target, profile] = &stamp;
         assert_eq!(target, triple);
-        let entry = format!(
-            "write_files:\n  # emulator-tools {version} (commit {commit}, {triple}, {profile}); \
-             verify it in the guest with\n  #   echo '{digest}  {BINARY_PATH}' | sha256sum -c\n  \
-             - path: {BINARY_PATH}\n"
+        let identity = format!("emulator-tools {version} (commit {commit}, {triple}, {profile})");
+        let comment = format!(
+            "\nruncmd:\n  # {identity}; verify it in the guest with\n  #   echo '{digest}  \
+             {BINARY_PATH}' | sha256sum -c\n"
         );
-        assert!(text.contains(&entry), "{triple}: {entry}");
+        assert!(text.contains(&comment), "{triple}: {comment}");
+        let script = format!("\n#!/bin/sh\n# {identity}: the emulator's tools,");
+        assert!(text.contains(&script), "{triple}: {script}");
         if triple == X86_64 {
-            let out = dir.path().join("decoded");
-            helper(&[
-                os("payload"),
-                file.as_os_str(),
-                os(BINARY_PATH),
-                out.as_os_str(),
-            ]);
+            let root = dir.path().join("root");
+            let script = scripts(&file, &dir.path().join("cloud")).remove(0);
+            run_script(&script, &root).success();
+            let out = root.join(BINARY_PATH.trim_start_matches('/'));
             let version_text = run_program(&out, &["--version"], &[], b"").stdout_str();
             assert_eq!(
                 version_text,
@@ -368,9 +417,10 @@ fn rendering_is_reproducible() {
     }
 }
 
-/// A scratch guest root for the first runcmd step: the x86_64 user-data's payload decoded
-/// where write_files puts it (optionally altered), /dev for the console messages, and the
-/// runcmd script as cloud-init writes it with its first step only, then a sentinel command.
+/// A scratch guest root for the first runcmd step: the x86_64 user-data's script part run as
+/// scripts_user runs it (the installed binary then optionally altered), /dev for the console
+/// messages, and the runcmd script as cloud-init writes it with its first step only, then a
+/// sentinel command.
 struct Guest {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -378,21 +428,22 @@ struct Guest {
     sentinel: PathBuf,
 }
 
-fn guest(payload: impl FnOnce(&Path)) -> Guest {
+fn guest(user_data: impl FnOnce(&mut String), payload: impl FnOnce(&Path)) -> Guest {
     let dir = scratch();
     let root = dir.path().join("root");
     for dir in ["dev", "usr/local/bin"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
     let file = render(X86_64, dir.path());
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    user_data(&mut text);
+    std::fs::write(&file, text).unwrap();
     let binary = root.join(BINARY_PATH.trim_start_matches('/'));
-    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
-    helper(&[
-        os("payload"),
-        file.as_os_str(),
-        os(BINARY_PATH),
-        binary.as_os_str(),
-    ]);
+    let script = scripts(&file, &dir.path().join("cloud")).remove(0);
+    let installed = run_script(&script, &root);
+    if binary.exists() {
+        installed.success();
+    }
     payload(&binary);
     let sentinel = dir.path().join("the-rest-ran");
     let script = dir.path().join("runcmd");
@@ -441,14 +492,17 @@ impl Guest {
 }
 
 macro_rules! guest {
-    ($payload:expr) => {{
+    ($payload:expr) => {
+        guest!(|_| {}, $payload)
+    };
+    ($user_data:expr, $payload:expr) => {{
         require!(
             have_cloud_init(),
             "cloud-init and /usr/bin/python3 (Debian's cloud-init)"
         );
         let (built, what) = musl_built(X86_64);
         require!(built, &what);
-        guest($payload)
+        guest($user_data, $payload)
     }};
 }
 
@@ -526,10 +580,42 @@ fn corrupt_payload_stops_runcmd_before_anything_else_runs() {
 #[test]
 fn missing_binary_stops_runcmd_before_anything_else_runs() {
     let guest = guest!(|binary: &Path| std::fs::remove_file(binary).unwrap());
-    let message = format!(
-        "emulator-tools: cannot read {} (the write_files error is in /var/log/cloud-init.log)\n",
+    let message = missing_message(&guest);
+    guest.run().code_is(1).stdout_is("").stderr_is(&message);
+    assert!(!guest.sentinel.exists(), "nothing after the check may run");
+    for (tty, text) in guest.consoles() {
+        assert_eq!(text, format!("{message}STACK_CLOUD_INIT_FAILED\n"), "{tty}");
+    }
+}
+
+fn missing_message(guest: &Guest) -> String {
+    format!(
+        "emulator-tools: cannot read {} (the emulator-tools part of the user-data did not \
+         install it: see /var/log/cloud-init-output.log)\n",
         guest.binary().display()
+    )
+}
+
+/// A script part whose payload does not decode installs nothing (no partial binary either):
+/// the first runcmd step stops the build as for a missing binary.
+#[test]
+fn damaged_script_part_installs_nothing_and_runcmd_stops() {
+    let guest = guest!(
+        |text: &mut String| {
+            // A line of the payload cut short: the gzip stream no longer decodes.
+            let start = text.find("<<'PAYLOAD'").unwrap() + 200_000;
+            let line = start + text[start..].find('\n').unwrap() + 1;
+            text.replace_range(line..line + 500, "");
+        },
+        |_| {}
     );
+    let dir = guest.binary().parent().unwrap().to_path_buf();
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing installed"
+    );
+    let message = missing_message(&guest);
     guest.run().code_is(1).stdout_is("").stderr_is(&message);
     assert!(!guest.sentinel.exists(), "nothing after the check may run");
     for (tty, text) in guest.consoles() {
@@ -543,7 +629,7 @@ fn generator_help_version_and_bad_arguments() {
     help.success();
     assert!(
         help.stdout_str().contains(
-            "Usage: render-user-data [OPTIONS] --template <FILE> --binary <FILE> --output <FILE>"
+            "Usage: render-user-data [OPTIONS] --template <FILE> --script-template <FILE> --binary <FILE> --output <FILE>"
         ),
         "{}",
         help.stdout_str()
@@ -564,13 +650,17 @@ fn generator_help_version_and_bad_arguments() {
 fn generator_rejects_a_template_without_a_place_for_the_binary() {
     let dir = scratch();
     let template = dir.path().join("template");
+    let script = dir.path().join("script");
     let binary = dir.path().join("binary");
     let output = dir.path().join("out/user-data");
     std::fs::write(&template, "#cloud-config\nsum: @EMULATOR_TOOLS_SHA256@\n").unwrap();
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
     std::fs::write(&binary, "bytes").unwrap();
     tool(GENERATOR)
         .arg("--template")
         .arg(&template)
+        .arg("--script-template")
+        .arg(&script)
         .arg("--binary")
         .arg(&binary)
         .arg("--output")
@@ -581,7 +671,7 @@ fn generator_rejects_a_template_without_a_place_for_the_binary() {
         .stderr_is(format!(
             "render-user-data: {}: no line holds @EMULATOR_TOOLS_GZ_B64@: nowhere to put the \
              binary\n",
-            template.display()
+            script.display()
         ));
     assert!(!output.exists());
 }
@@ -596,17 +686,21 @@ fn generator_refuses_a_user_data_over_the_size_limit() {
     tool(GENERATOR)
         .arg("--template")
         .arg(template())
+        .arg("--script-template")
+        .arg(script_template())
         .arg("--binary")
         .arg(&binary)
         .arg("--output")
         .arg(&output)
         .run()
         .code_is(1)
-        .stderr_contains("no build stamp in it, and the template names the build");
+        .stderr_contains("no build stamp in it, and a template names the build");
     std::fs::write(&binary, format!("small{}", shared::stamp::STAMP)).unwrap();
     let run = tool(GENERATOR)
         .arg("--template")
         .arg(template())
+        .arg("--script-template")
+        .arg(script_template())
         .arg("--binary")
         .arg(&binary)
         .arg("--output")

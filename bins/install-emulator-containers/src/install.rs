@@ -138,7 +138,19 @@ pub fn run<W: Write>(opts: &Options, log: &mut ProvisionLog<W>) -> Result<()> {
     if opts.mount {
         mount_bundle(opts, log)?;
     }
-    start_docker(&opts.start_docker)?;
+    let instead = start_command(&opts.start_docker, is_enabled);
+    if let Some(start) = &instead {
+        say(
+            log,
+            &format!(
+                "{} is enabled already: `{}` instead of `{}`",
+                start[2],
+                shell_words::join(start),
+                shell_words::join(&opts.start_docker)
+            ),
+        );
+    }
+    start_docker(instead.as_deref().unwrap_or(&opts.start_docker))?;
     wait_for_docker(opts, log)?;
     let image = opts.image();
     let loaded = load_image(&image, &opts.docker, opts.progress_interval, log)?;
@@ -188,6 +200,37 @@ fn mount_bundle<W: Write>(opts: &Options, log: &mut ProvisionLog<W>) -> Result<(
         Mounted::Already => say(log, &format!("{target} is mounted already; using it")),
     }
     Ok(())
+}
+
+/// The command to run instead of `argv`, if any: `systemctl enable --now UNIT` becomes
+/// `systemctl start UNIT` when `enabled(systemctl, UNIT)` says the unit is enabled already.
+/// Enabling reloads systemd's configuration, two or three times with Debian's sysv-install
+/// hook: 4-16 s each in a TCG guest, where docker is enabled by its package and running by the
+/// time the build starts. The end state is the same: the unit enabled and started.
+pub fn start_command(
+    argv: &[String],
+    enabled: impl FnOnce(&str, &str) -> bool,
+) -> Option<Vec<String>> {
+    match argv {
+        [systemctl, enable, now, unit]
+            if systemctl.rsplit('/').next() == Some("systemctl")
+                && enable == "enable"
+                && now == "--now"
+                && enabled(systemctl, unit) =>
+        {
+            Some(vec![systemctl.clone(), "start".into(), unit.clone()])
+        }
+        _ => None,
+    }
+}
+
+/// `systemctl is-enabled --quiet UNIT` exits 0 (enabled, static, alias, …).
+fn is_enabled(systemctl: &str, unit: &str) -> bool {
+    let mut check = Program::new(systemctl);
+    check
+        .args(["is-enabled", "--quiet", unit])
+        .stdin(std::process::Stdio::null());
+    check.status().is_ok_and(|status| status.success())
 }
 
 /// Runs the engine start command with stdio inherited; a failure stops the install, as
@@ -431,13 +474,7 @@ pub fn load_image<W: Write>(
     log: &mut ProvisionLog<W>,
 ) -> Result<Loaded> {
     let shown = path.display().to_string();
-    let expected = read_checksum(path)?;
-    let mut file = File::open(path).context(|| format!("opening {shown}"))?;
-    let total = file
-        .metadata()
-        .context(|| format!("reading {shown}"))?
-        .len();
-    check_magic(&mut file, &shown)?;
+    let (file, total, expected) = open_image(path, &shown)?;
     say(
         log,
         &format!(
@@ -461,50 +498,17 @@ pub fn load_image<W: Write>(
             "its stdin is closed",
         ));
     };
-    let (done_tx, done_rx) = mpsc::channel();
     // A larger pipe lets this process and the client run further apart (the default is 64 KiB);
     // where it cannot be changed the default works too.
     let _ = nix::fcntl::fcntl(&*stdin, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-    let result = std::thread::scope(|scope| {
-        let check = Check {
-            shown: &shown,
-            total,
-            expected,
-            read: &read,
-            failed: &failed,
-        };
-        scope.spawn(move || {
-            let _ = done_tx.send(pump(file, stdin, &check));
-        });
-        let mut last = (Instant::now(), 0u64);
-        loop {
-            match done_rx.recv_timeout(progress_interval.max(Duration::from_millis(10))) {
-                Ok(result) => break result,
-                Err(RecvTimeoutError::Timeout) => {
-                    let now = Instant::now();
-                    let bytes = read.load(Ordering::Relaxed);
-                    let recent = rate(bytes.saturating_sub(last.1), now - last.0);
-                    last = (now, bytes);
-                    say(
-                        log,
-                        &format!(
-                            "{shown}: {} of {} read ({}%), {}/s",
-                            size(bytes),
-                            size(total),
-                            percent(bytes, total),
-                            size(recent)
-                        ),
-                    );
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    break Err(PumpError::Image(Error::new(
-                        format!("loading {shown}"),
-                        "the copying thread ended without a result",
-                    )));
-                }
-            }
-        }
-    });
+    let check = Check {
+        shown: &shown,
+        total,
+        expected,
+        read: &read,
+        failed: &failed,
+    };
+    let result = pump_with_progress(file, stdin, &check, progress_interval, log);
     match result {
         Ok((tar, verified)) => {
             let stderr = feeding.finish()?;
@@ -529,6 +533,65 @@ pub fn load_image<W: Write>(
             ))
         }
     }
+}
+
+/// The archive opened and checked for the gzip magic, its size, and the digest it must have
+/// (from its checksum file, when there is one).
+fn open_image(path: &Path, shown: &str) -> Result<(File, u64, Option<[u8; 32]>)> {
+    let expected = read_checksum(path)?;
+    let mut file = File::open(path).context(|| format!("opening {shown}"))?;
+    let total = file
+        .metadata()
+        .context(|| format!("reading {shown}"))?
+        .len();
+    check_magic(&mut file, shown)?;
+    Ok((file, total, expected))
+}
+
+/// [`pump`] on a thread of its own, with a progress line (bytes read of the total, rate) every
+/// `every` until it ends.
+fn pump_with_progress<W: Write>(
+    file: File,
+    stdin: &mut (impl Write + Send),
+    check: &Check<'_>,
+    every: Duration,
+    log: &mut ProvisionLog<W>,
+) -> std::result::Result<(u64, bool), PumpError> {
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let _ = done_tx.send(pump(file, stdin, check));
+        });
+        let mut last = (Instant::now(), 0u64);
+        loop {
+            match done_rx.recv_timeout(every.max(Duration::from_millis(10))) {
+                Ok(result) => break result,
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    let bytes = check.read.load(Ordering::Relaxed);
+                    let recent = rate(bytes.saturating_sub(last.1), now - last.0);
+                    last = (now, bytes);
+                    say(
+                        log,
+                        &format!(
+                            "{}: {} of {} read ({}%), {}/s",
+                            check.shown,
+                            size(bytes),
+                            size(check.total),
+                            percent(bytes, check.total),
+                            size(recent)
+                        ),
+                    );
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    break Err(PumpError::Image(Error::new(
+                        format!("loading {}", check.shown),
+                        "the copying thread ended without a result",
+                    )));
+                }
+            }
+        }
+    })
 }
 
 /// A gzip file starts with 0x1f 0x8b; anything else (an empty file included) is refused before
@@ -758,6 +821,36 @@ pub fn size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enable_now_of_an_enabled_unit_is_only_a_start() {
+        let words = |text: &str| -> Vec<String> { text.split(' ').map(str::to_string).collect() };
+        let default = words(DEFAULT_START_DOCKER);
+        let mut asked = None;
+        let instead = start_command(&default, |systemctl, unit| {
+            asked = Some(format!("{systemctl} {unit}"));
+            true
+        });
+        assert_eq!(instead, Some(words("systemctl start docker")));
+        assert_eq!(asked.as_deref(), Some("systemctl docker"));
+        assert_eq!(start_command(&default, |_, _| false), None);
+        let full = words("/usr/bin/systemctl enable --now docker");
+        assert_eq!(
+            start_command(&full, |_, _| true),
+            Some(words("/usr/bin/systemctl start docker"))
+        );
+        for other in [
+            "/tmp/start-engine",
+            "systemctl enable docker",
+            "service docker start",
+        ] {
+            assert_eq!(
+                start_command(&words(other), |_, _| panic!("asked")),
+                None,
+                "{other}"
+            );
+        }
+    }
 
     const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 

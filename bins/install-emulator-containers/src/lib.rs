@@ -28,7 +28,11 @@ Load the emulator's docker image from the STACKBUNDLE disk.
    filesystem type is probed the same way.
 2. Runs the start command (default `systemctl enable --now docker`). It is split
    into words as a shell would, but no shell runs it; an empty command skips
-   this step. A failure stops here.
+   this step. A failure stops here. A command of the form `systemctl enable
+   --now UNIT` runs as `systemctl start UNIT` when `systemctl is-enabled --quiet
+   UNIT` says the unit is enabled already (docker's package enables it):
+   enabling reloads systemd two or three times, seconds each in a TCG guest,
+   and leaves the same state.
 3. Waits until `docker info` answers, trying again with a growing pause (at most
    0.5 s), each try killed after the attempt timeout. A line every 30 s says
    what it last answered; after the timeout the tool gives up with that answer.

@@ -1,6 +1,7 @@
 //! `slim-docker-image`: build, smoke-test and flatten the slim image; rebuild docker's storage
 //! around it; zero-fill the free space.
 
+pub mod dry_run;
 pub mod rebuild;
 pub mod slim;
 pub mod zero_fill;
@@ -10,14 +11,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::rebuild::{EngineCommands, Paths, Step};
+use crate::rebuild::Step;
 use crate::slim::Config;
 use clap::{CommandFactory, Parser};
 use shared::cli::args::Checked;
 use shared::cli::args::{self, Words};
 use shared::cli::help::{self, Help};
 use shared::docker::Docker;
-use shared::error::Error;
 use shared::os::interrupt::Interrupt;
 use shared::wait::spec;
 
@@ -57,37 +57,23 @@ const TOOL: &str = slim::TOOL;
 ///        --change 'EXPOSE 5432 6379 2500 9001 1100 8071 8123 9009 9090 8080
 ///        8101 8102' --change 'ENV DEBIAN_FRONTEND=noninteractive'
 ///        - stack-local-emulator:final
-/// 4. The storage rebuild, step by step, each recorded in --state-file when done:
-///      save            docker save the final image to --image-tar (via
-///                      TAR.partial)
-///      stop-engine     --stop-engine-command
-///      move-volumes    rename --volumes-dir to --backup-dir
-///      wipe            remove --docker-root and --containerd-root (mounts
-///                      below detached)
-///      start-engine    --start-engine-command, then wait for `docker info`
-///      load            docker load -i TAR
-///      tag             docker tag stack-local-emulator:final
-///                      stack-local-emulator
-///      untag-final     verify the image ID, docker rmi
-///                      stack-local-emulator:final
-///      remove-tar      verify again, remove the tar
-///      stop-docker     --stop-docker-command
-///      restore-volumes replace the new volumes directory by the backup (rename)
-///      start-docker    --start-docker-command, then wait for `docker info`
-///      verify          the image ID and every volume listed again
-///      zero-fill       write zeros to --fill-file until the disk is full,
-///                      remove it, then --fstrim-command
-///    The engine is stopped before the volumes move (the original moved them
-///    first).
+/// 4. The storage rebuild: the engine removes the slim and the source image and
+///    the build's leftovers, the final image takes the source image's name, and
+///    the free space is trimmed, zero-filled first where the disk takes no
+///    discards (--zero-fill). The engine is never stopped and the volumes never
+///    move. The steps are in the table below; each is recorded in --state-file
+///    when done.
 ///
 /// Recovery: when --state-file exists, steps 1-3 are skipped and the rebuild
-/// resumes after the last recorded step (with the engine first stopped or
-/// started as that step needs), so a run that crashed or failed anywhere in it
-/// is finished by running the tool again with the same options. The image tar is
-/// removed only once the reloaded image has the saved image's ID; the volumes
-/// backup only ever moves back by rename, and the run counts as done only once
-/// the engine lists every volume it had. A stale backup directory without a
-/// state file is refused.
+/// resumes after the last recorded step, so a run that crashed or failed
+/// anywhere in it is finished by running the tool again with the same options.
+/// The final tag is removed only once the image's name is verified to be the
+/// final image, and the run counts as done only once the engine lists every
+/// volume it had.
+///
+/// --dry-run prints every step and command a run would carry out, with the
+/// free-space decision for this machine, and changes nothing: no docker command
+/// runs, no file is written, the log file included.
 ///
 /// Every line goes to stdout as `STACK_PROVISION: <line>` and to
 /// STACK_PROVISION_LOG_FILE, as log-provision writes them; lines added to the
@@ -139,49 +125,19 @@ pub struct Args {
     #[arg(long, value_name = "NAME", default_value = slim::DEFAULT_FLATTEN_CONTAINER, value_parser = Checked(args::container))]
     pub flatten_container: String,
 
-    /// Docker's data root, wiped by the rebuild.
-    #[arg(long, value_name = "DIR", default_value = rebuild::DEFAULT_DOCKER_ROOT)]
-    pub docker_root: PathBuf,
-
-    /// containerd's data root, wiped by the rebuild.
-    #[arg(long, value_name = "DIR", default_value = rebuild::DEFAULT_CONTAINERD_ROOT)]
-    pub containerd_root: PathBuf,
-
-    /// The engine's volumes directory [default: DOCKER_ROOT/volumes]
-    #[arg(long, value_name = "DIR")]
-    pub volumes_dir: Option<PathBuf>,
-
-    /// Where the volumes wait during the rebuild (same filesystem as --volumes-dir).
-    #[arg(long, value_name = "DIR", default_value = rebuild::DEFAULT_BACKUP)]
-    pub backup_dir: PathBuf,
-
-    /// Where the final image is saved during the rebuild.
-    #[arg(long, value_name = "FILE", default_value = rebuild::DEFAULT_TAR)]
-    pub image_tar: PathBuf,
-
     /// The rebuild's progress record; its existence means "resume".
     #[arg(long, value_name = "FILE", default_value = rebuild::DEFAULT_STATE)]
     pub state_file: PathBuf,
 
-    /// Stops docker and containerd.
-    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_STOP_ALL, value_parser = Checked(args::command))]
-    pub stop_engine_command: Words,
+    /// When to write zeros over the free space: auto (unless the disk takes discards and the
+    /// trim succeeds; the host's disk must pass them on, as QEMU's discard=unmap does), always
+    /// (the original's), never (the trim alone).
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = Checked(zero_fill::Mode::parse))]
+    pub zero_fill: zero_fill::Mode,
 
-    /// Starts docker and containerd.
-    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_START_ALL, value_parser = Checked(args::command))]
-    pub start_engine_command: Words,
-
-    /// Stops docker.
-    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_STOP_DOCKER, value_parser = Checked(args::command))]
-    pub stop_docker_command: Words,
-
-    /// Starts docker.
-    #[arg(long, value_name = "COMMAND", default_value = rebuild::DEFAULT_START_DOCKER, value_parser = Checked(args::command))]
-    pub start_docker_command: Words,
-
-    /// How long a started engine may take to answer `docker info`.
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = Checked(shared::duration::parse))]
-    pub engine_timeout: Duration,
+    /// Where sysfs is mounted (read to learn whether the disk takes discards).
+    #[arg(long, value_name = "DIR", default_value = "/sys", hide = true)]
+    pub sysfs: PathBuf,
 
     /// The file the zero-fill writes (and removes).
     #[arg(long, value_name = "FILE", default_value = zero_fill::DEFAULT_FILE)]
@@ -202,6 +158,10 @@ pub struct Args {
     /// How long `docker stop` gives a container before killing it.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Checked(shared::duration::parse))]
     pub stop_timeout: Duration,
+
+    /// Print every step and command a run would carry out, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// The docker client program.
     #[arg(long, value_name = "PROGRAM", default_value = "docker")]
@@ -258,32 +218,17 @@ fn size(text: &str) -> Result<usize, String> {
 }
 
 impl Args {
-    fn config(self) -> Result<Config, Error> {
+    fn config(self) -> Config {
         let docker = Docker::new(self.docker);
-        let volumes = self
-            .volumes_dir
-            .unwrap_or_else(|| self.docker_root.join("volumes"));
         let rebuild = rebuild::Config {
             docker: docker.clone(),
             final_image: self.final_image,
             target_image: self.image.clone(),
-            paths: Paths {
-                docker_root: self.docker_root,
-                containerd_root: self.containerd_root,
-                volumes,
-                backup: self.backup_dir,
-                tar: self.image_tar,
-                state: self.state_file,
-            },
-            engine: EngineCommands {
-                stop_all: self.stop_engine_command.0,
-                start_all: self.start_engine_command.0,
-                stop_docker: self.stop_docker_command.0,
-                start_docker: self.start_docker_command.0,
-            },
-            engine_timeout: self.engine_timeout,
-            progress_every: self.progress_interval,
-            zero_fill: zero_fill::Config {
+            slim_image: self.slim_image.clone(),
+            state_file: self.state_file,
+            free_space: zero_fill::Config {
+                mode: self.zero_fill,
+                sysfs: self.sysfs,
                 path: self.fill_file,
                 block_size: self.fill_block_size,
                 progress_every: self.progress_interval,
@@ -291,7 +236,7 @@ impl Args {
             },
             crash_after: self.test_hooks.crash_after(),
         };
-        Ok(Config {
+        Config {
             docker,
             image: self.image,
             slim_image: self.slim_image,
@@ -305,7 +250,7 @@ impl Args {
             stop_timeout: self.stop_timeout,
             progress_every: self.progress_interval,
             rebuild,
-        })
+        }
     }
 }
 
@@ -325,21 +270,36 @@ const HELP: Help<'static> = Help {
         ),
     ],
     notes: "\
-Commands (--*-command) are split into words like a shell would (quotes,
-backslashes) but are never run by a shell. An empty --fstrim-command skips the
-trim. Durations are seconds (300, 2.5) or a number with a unit: 100ms, 30s, 5m.
+--fstrim-command is split into words like a shell would (quotes, backslashes)
+but never run by a shell; an empty one skips the trim. Durations are seconds (300, 2.5) or a number with a unit: 100ms, 30s, 5m.
 Sizes are bytes or a number with K, M or G.",
     long_notes: "",
 };
 
 pub fn command() -> clap::Command {
-    help::command(Args::command(), &HELP)
+    let steps = format!(
+        "Storage rebuild steps (step 4; the name is what --state-file records):\n{}",
+        rebuild::help_table()
+    );
+    help::command(
+        Args::command(),
+        &Help {
+            long_notes: &steps,
+            ..HELP
+        },
+    )
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    shared::cli::run_logged(command(), args, |args: Args, log| {
-        let interrupt = Interrupt::install()?;
-        slim::run(&args.config()?, &interrupt, log)
+    shared::cli::run(command(), args, |args: Args| {
+        if args.dry_run {
+            let mut out = std::io::stdout().lock();
+            return dry_run::print(&args.config(), &mut out).map(|()| 0);
+        }
+        shared::cli::logged(TOOL, |log| {
+            let interrupt = Interrupt::install()?;
+            slim::run(&args.config(), &interrupt, log)
+        })
     })
 }
 

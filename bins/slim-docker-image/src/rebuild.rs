@@ -1,4 +1,4 @@
-//! Rebuilding docker's storage around the final image, as a state machine that survives a crash.
+//! Leaving docker's storage with only the final image, as a state machine that survives a crash.
 //!
 //! After the flatten, the engine's data root still holds every layer of the original and the
 //! slim image. The original threw it all away and reloaded only the final image:
@@ -6,188 +6,136 @@
 //!   docker save → mv volumes away → stop docker and containerd → rm -rf both data roots → start
 //!   → docker load → tag → rmi :final → rm the tar → stop docker → put the volumes back → start
 //!
-//! as a straight script: a crash (or a failed `docker load`) anywhere between moving the volumes
-//! away and moving them back lost the databases the migrations had just filled, and a re-run
-//! could not continue. Here every step is recorded in a state file when it is done, and a re-run
-//! of the tool reads the state file and resumes after the last recorded step. Each step is
-//! written so that running it again after a crash in its middle is safe (see [`Step`]):
+//! Here the engine removes what the build left instead, and stays up: the slim image, the source
+//! image (the final one then takes its name) and anything dangling. What the round trip rewrote
+//! was the final image's own layer; the blocks the removed layers held are freed either way and
+//! then trimmed (see [`crate::zero_fill`]), so the finished disk image (`qemu-img convert -O qcow2
+//! -c`) holds the same data: the README's Performance section has the measured sizes. What goes
+//! is the save, the wipe, the reload and the two engine restarts (10-11 s each under TCG),
+//! and with them every moment in which the volumes, the databases the migrations just filled,
+//! sat outside the engine: nothing here moves them.
 //!
-//! - the tar is saved as `<tar>.partial` and renamed when complete, so a tar that exists is whole;
-//! - volumes move by `rename(2)` (one atomic operation, same filesystem, checked before
-//!   anything starts); "already moved" and "already back" are recognised by which directory
-//!   exists;
-//! - the data roots are wiped only while both the tar and the volumes backup exist;
-//! - the tar is removed only after the reloaded image is verified (its ID is the ID recorded
-//!   before the save); the volumes backup ceases to exist only by being renamed back into
-//!   place, and the rebuild counts as done only once the engine lists every volume it had
-//!   before;
-//! - on resume, the engine is first put in the state the next step expects (stopped or
-//!   answering), in case the machine rebooted in between.
-//!
-//! One change of order from the original: the engine is stopped *before* the volumes are moved,
-//! so that its volume database is closed when it moves. The zero-fill that follows is the last
-//! step of the same machine, so that a crash during it resumes with the fill rather than with a
-//! rebuild of an image that no longer exists.
+//! Each step is recorded in a state file when it is done, and a re-run of the tool reads the
+//! state file and resumes after the last recorded step, without building again (its source image
+//! may be gone by then). Each step can run again after a crash in its middle: removing an image
+//! that is gone is fine, the source image is removed only while it is not the final one, the
+//! final tag goes only once the target name is verified to be the final image, and the run
+//! counts as done only once the engine lists every volume it had. The step table ([`STEPS`]) is
+//! the one description of the steps: the runner, the resume, `--dry-run` and `--help` read it.
 //!
 //! The state file (`/var/tmp/slim-docker-image.state` by default; `/var/tmp` survives reboots)
-//! holds `key=value` lines: `format=1`, `done=<last step done, or none>`, the image names and ID,
-//! every path the steps touch (a re-run with other paths is refused rather than guessed at),
-//! and one `volume=<name>` line per volume to verify. It is written atomically, mode 0600.
+//! holds `key=value` lines: `format=2`, `done=<last step done, or none>`, the image names and the
+//! final image's ID (a re-run naming other images is refused rather than guessed at), and one
+//! `volume=<name>` line per volume to verify. It is written atomically, mode 0600.
 
-use std::ffi::OsString;
 use std::fmt;
-use std::fs::File;
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::Write;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
-
-use nix::mount::{MntFlags, umount2};
 
 use crate::zero_fill;
 use shared::docker::Docker;
-use shared::duration::seconds;
 use shared::error::{Context, Error, Result};
 use shared::log::ProvisionLog;
-use shared::log::progress::{Io, io_bytes, mib};
 use shared::os::atomic;
 use shared::os::interrupt::Interrupt;
-use shared::os::mounts;
 use shared::os::signal::exit_status;
 use shared::os::small_file;
-use shared::wait::{self, Event, Options, Outcome, Probe, Target};
 
 /// The tag of the lines this module adds to the original's.
 const TAG: &str = "slim-docker-image";
 
-pub const DEFAULT_DOCKER_ROOT: &str = "/var/lib/docker";
-pub const DEFAULT_CONTAINERD_ROOT: &str = "/var/lib/containerd";
-pub const DEFAULT_BACKUP: &str = "/var/tmp/volumes-backup";
-pub const DEFAULT_TAR: &str = "/var/tmp/final-image.tar";
 pub const DEFAULT_STATE: &str = "/var/tmp/slim-docker-image.state";
-pub const DEFAULT_STOP_ALL: &str = "systemctl stop docker containerd";
-pub const DEFAULT_START_ALL: &str = "systemctl start docker containerd";
-pub const DEFAULT_STOP_DOCKER: &str = "systemctl stop docker";
-pub const DEFAULT_START_DOCKER: &str = "systemctl start docker";
-/// How long a started engine may take to answer `docker info` (the original waited forever).
-pub const DEFAULT_ENGINE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The exit status of an injected crash (`STACK_SLIM_CRASH_AFTER`, for tests).
 pub const CRASH_EXIT: u8 = 99;
+/// The original's line, kept although nothing is saved any more: hosts and people grep for it.
+pub const SAVING_LINE: &str = "Saving final image to /var/tmp...";
 
-const FORMAT: &str = "1";
+const FORMAT: &str = "2";
 
-/// One step of the rebuild, in order.
+/// One step of the rebuild.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// `docker save FINAL` to `<tar>.partial`, fsync, rename to the tar. Again: saves again.
-    Save,
-    /// The stop-all command (docker and containerd). Again: stopping a stopped engine is fine.
-    StopEngine,
-    /// Rename the volumes directory to the backup. Again: a backup that exists is the move done.
-    MoveVolumes,
-    /// Remove both data roots (mounts below them are detached first). Only while the tar and the
-    /// backup exist. Again: removes what is left.
-    Wipe,
-    /// The start-all command, then wait for `docker info`.
-    StartEngine,
-    /// `docker load -i TAR`. Again: loads again.
-    Load,
-    /// `docker tag FINAL TARGET`.
+    RemoveSlim,
+    RemoveSource,
     Tag,
-    /// Verify TARGET is the recorded image, then `docker rmi FINAL` (a missing one is fine).
     UntagFinal,
-    /// Verify TARGET again, then remove the tar.
-    RemoveTar,
-    /// The stop-docker command.
-    StopDocker,
-    /// Replace the new, empty volumes directory by the backup (rename). Again: a volumes
-    /// directory without a backup is the move done.
-    RestoreVolumes,
-    /// The start-docker command, then wait for `docker info`.
-    StartDocker,
-    /// Verify the image and that every recorded volume is listed.
+    Prune,
     Verify,
-    /// Zero-fill the free space and trim; the state file is removed after it.
-    ZeroFill,
+    FreeSpace,
 }
 
-/// What a step needs of the engine when the rebuild resumes with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Needs {
-    Anything,
-    Running,
-    AllStopped,
-    DockerStopped,
+/// A row of the step table.
+pub struct StepInfo {
+    pub step: Step,
+    pub name: &'static str,
+    /// What it does (the `--help` line and the `--dry-run` line; FINAL, TARGET and SLIM stand
+    /// for the image names).
+    pub does: &'static str,
 }
+
+/// The steps, in order: the one place they are described.
+pub const STEPS: [StepInfo; 7] = [
+    StepInfo {
+        step: Step::RemoveSlim,
+        name: "remove-slim",
+        does: "docker rmi SLIM (the flatten's source; already gone is fine)",
+    },
+    StepInfo {
+        step: Step::RemoveSource,
+        name: "remove-source",
+        does: "docker rmi TARGET, the image the build started from, unless it is FINAL already",
+    },
+    StepInfo {
+        step: Step::Tag,
+        name: "tag",
+        does: "docker tag FINAL TARGET",
+    },
+    StepInfo {
+        step: Step::UntagFinal,
+        name: "untag-final",
+        does: "verify TARGET has the recorded image ID, then docker rmi FINAL (the tag only)",
+    },
+    StepInfo {
+        step: Step::Prune,
+        name: "prune",
+        does: "docker image prune -f and docker builder prune -af (the build's leftovers)",
+    },
+    StepInfo {
+        step: Step::Verify,
+        name: "verify",
+        does: "verify TARGET's ID and that every recorded volume is listed",
+    },
+    StepInfo {
+        step: Step::FreeSpace,
+        name: "free-space",
+        does: "trim the free space, zero-filling it first where the disk takes no discards",
+    },
+];
 
 impl Step {
-    pub const ALL: [Step; 14] = [
-        Step::Save,
-        Step::StopEngine,
-        Step::MoveVolumes,
-        Step::Wipe,
-        Step::StartEngine,
-        Step::Load,
-        Step::Tag,
-        Step::UntagFinal,
-        Step::RemoveTar,
-        Step::StopDocker,
-        Step::RestoreVolumes,
-        Step::StartDocker,
-        Step::Verify,
-        Step::ZeroFill,
-    ];
+    fn info(self) -> &'static StepInfo {
+        let index = self.index();
+        &STEPS[index]
+    }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Step::Save => "save",
-            Step::StopEngine => "stop-engine",
-            Step::MoveVolumes => "move-volumes",
-            Step::Wipe => "wipe",
-            Step::StartEngine => "start-engine",
-            Step::Load => "load",
-            Step::Tag => "tag",
-            Step::UntagFinal => "untag-final",
-            Step::RemoveTar => "remove-tar",
-            Step::StopDocker => "stop-docker",
-            Step::RestoreVolumes => "restore-volumes",
-            Step::StartDocker => "start-docker",
-            Step::Verify => "verify",
-            Step::ZeroFill => "zero-fill",
-        }
+        self.info().name
     }
 
     /// The step named `name`.
     pub fn parse(name: &str) -> Result<Step, String> {
-        Step::ALL
-            .into_iter()
-            .find(|s| s.name() == name)
+        STEPS
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.step)
             .ok_or_else(|| {
-                let names: Vec<_> = Step::ALL.iter().map(|s| s.name()).collect();
+                let names: Vec<_> = STEPS.iter().map(|s| s.name).collect();
                 format!("unknown step '{name}' (one of {})", names.join(", "))
             })
     }
 
     fn index(self) -> usize {
-        Step::ALL.iter().position(|&s| s == self).unwrap_or(0)
-    }
-
-    fn needs(self) -> Needs {
-        match self {
-            Step::Save
-            | Step::Load
-            | Step::Tag
-            | Step::UntagFinal
-            | Step::RemoveTar
-            | Step::Verify => Needs::Running,
-            Step::MoveVolumes | Step::Wipe => Needs::AllStopped,
-            Step::RestoreVolumes => Needs::DockerStopped,
-            Step::StopEngine
-            | Step::StartEngine
-            | Step::StopDocker
-            | Step::StartDocker
-            | Step::ZeroFill => Needs::Anything,
-        }
+        STEPS.iter().position(|s| s.step == self).unwrap_or(0)
     }
 }
 
@@ -197,24 +145,13 @@ impl fmt::Display for Step {
     }
 }
 
-/// Every path the rebuild touches.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Paths {
-    pub docker_root: PathBuf,
-    pub containerd_root: PathBuf,
-    pub volumes: PathBuf,
-    pub backup: PathBuf,
-    pub tar: PathBuf,
-    pub state: PathBuf,
-}
-
-/// The commands that stop and start the engine (argv each).
-#[derive(Clone, Debug)]
-pub struct EngineCommands {
-    pub stop_all: Vec<OsString>,
-    pub start_all: Vec<OsString>,
-    pub stop_docker: Vec<OsString>,
-    pub start_docker: Vec<OsString>,
+/// The step table as `--help` shows it: each step's name and what it does.
+pub fn help_table() -> String {
+    let rows: Vec<(String, String)> = STEPS
+        .iter()
+        .map(|row| (row.name.to_string(), row.does.to_string()))
+        .collect();
+    shared::cli::help::rows(&rows)
 }
 
 /// Everything the rebuild needs.
@@ -223,16 +160,25 @@ pub struct Config {
     pub docker: Docker,
     /// The flattened image (`stack-local-emulator:final`).
     pub final_image: String,
-    /// The name it ends up under (`stack-local-emulator`).
+    /// The name it ends up under (`stack-local-emulator`), which the source image had.
     pub target_image: String,
-    pub paths: Paths,
-    pub engine: EngineCommands,
-    pub engine_timeout: Duration,
-    pub progress_every: Duration,
-    pub zero_fill: zero_fill::Config,
-    /// Exit with [`CRASH_EXIT`] right after this step's action, before it is recorded. Has no
-    /// effect unless built with the `test-hooks` feature (tests only).
+    /// The slim image (`stack-local-emulator-slim`).
+    pub slim_image: String,
+    pub state_file: PathBuf,
+    pub free_space: zero_fill::Config,
+    /// Exit with [`CRASH_EXIT`] right after this step's action, before it is recorded.
     pub crash_after: Option<Step>,
+}
+
+impl Config {
+    /// A step's description with the image names filled in.
+    pub fn describe(&self, step: Step) -> String {
+        step.info()
+            .does
+            .replace("FINAL", &self.final_image)
+            .replace("TARGET", &self.target_image)
+            .replace("SLIM", &self.slim_image)
+    }
 }
 
 /// What the state file records.
@@ -241,23 +187,17 @@ pub struct State {
     pub done: Option<Step>,
     pub final_image: String,
     pub target_image: String,
+    pub slim_image: String,
     pub image_id: String,
-    pub docker_root: PathBuf,
-    pub containerd_root: PathBuf,
-    pub volumes_dir: PathBuf,
-    pub backup_dir: PathBuf,
-    pub image_tar: PathBuf,
     pub volumes: Vec<String>,
 }
 
 impl State {
-    fn path_fields(&self) -> [(&'static str, &Path); 5] {
+    fn images(&self) -> [(&'static str, &str); 3] {
         [
-            ("docker-root", &self.docker_root),
-            ("containerd-root", &self.containerd_root),
-            ("volumes-dir", &self.volumes_dir),
-            ("backup-dir", &self.backup_dir),
-            ("image-tar", &self.image_tar),
+            ("final-image", &self.final_image),
+            ("image", &self.target_image),
+            ("slim-image", &self.slim_image),
         ]
     }
 
@@ -279,18 +219,10 @@ impl State {
         };
         line("format", FORMAT)?;
         line("done", self.done.map_or("none", Step::name))?;
-        line("final-image", &self.final_image)?;
-        line("target-image", &self.target_image)?;
-        line("image-id", &self.image_id)?;
-        for (key, path) in self.path_fields() {
-            let text = path.to_str().ok_or_else(|| {
-                Error::new(
-                    format!("recording {key} in the state file"),
-                    format!("{} is not valid UTF-8", path.display()),
-                )
-            })?;
-            line(key, text)?;
+        for (key, value) in self.images() {
+            line(key, value)?;
         }
+        line("image-id", &self.image_id)?;
         for volume in &self.volumes {
             line("volume", volume)?;
         }
@@ -311,8 +243,7 @@ impl State {
                 .ok_or_else(|| at("expected key=value"))?;
             match key {
                 "volume" => volumes.push(value.to_string()),
-                "format" | "done" | "final-image" | "target-image" | "image-id" | "docker-root"
-                | "containerd-root" | "volumes-dir" | "backup-dir" | "image-tar" => {
+                "format" | "done" | "final-image" | "image" | "slim-image" | "image-id" => {
                     if fields.iter().any(|(k, _)| *k == key) {
                         return Err(at(&format!("{key} given twice")));
                     }
@@ -328,10 +259,14 @@ impl State {
                 .map(|(_, v)| *v)
                 .ok_or_else(|| Error::new(name.to_string(), format!("missing {key}=")))
         };
-        if get("format")? != FORMAT {
+        let format = get("format")?;
+        if format != FORMAT {
             return Err(Error::new(
                 name.to_string(),
-                format!("format {} is not {FORMAT}", get("format")?),
+                format!(
+                    "format {format} is not {FORMAT}: it records a storage rebuild of another \
+                     version of slim-docker-image; finish it with that version"
+                ),
             ));
         }
         let done = match get("done")? {
@@ -341,13 +276,9 @@ impl State {
         Ok(State {
             done,
             final_image: get("final-image")?.to_string(),
-            target_image: get("target-image")?.to_string(),
+            target_image: get("image")?.to_string(),
+            slim_image: get("slim-image")?.to_string(),
             image_id: get("image-id")?.to_string(),
-            docker_root: PathBuf::from(get("docker-root")?),
-            containerd_root: PathBuf::from(get("containerd-root")?),
-            volumes_dir: PathBuf::from(get("volumes-dir")?),
-            backup_dir: PathBuf::from(get("backup-dir")?),
-            image_tar: PathBuf::from(get("image-tar")?),
             volumes,
         })
     }
@@ -366,46 +297,38 @@ impl State {
         atomic::write(path, self.render()?.as_bytes(), 0o600)
     }
 
-    /// Refuses a resume with options that name other images or paths than the recorded ones.
+    /// Refuses a resume with options that name other images than the recorded ones.
     fn check_matches(&self, config: &Config) -> Result<()> {
-        let paths = &config.paths;
-        let now: [(&str, &Path); 5] = [
-            ("docker-root", &paths.docker_root),
-            ("containerd-root", &paths.containerd_root),
-            ("volumes-dir", &paths.volumes),
-            ("backup-dir", &paths.backup),
-            ("image-tar", &paths.tar),
+        let given = [
+            &config.final_image,
+            &config.target_image,
+            &config.slim_image,
         ];
-        let mut differences = Vec::new();
-        for ((key, recorded), (_, given)) in self.path_fields().into_iter().zip(now) {
-            if recorded != given {
-                differences.push(format!(
-                    "--{key} is {} but the rebuild started with {}",
-                    given.display(),
-                    recorded.display()
-                ));
-            }
-        }
-        for (key, recorded, given) in [
-            ("final-image", &self.final_image, &config.final_image),
-            ("image", &self.target_image, &config.target_image),
-        ] {
-            if recorded != given {
-                differences.push(format!(
-                    "--{key} is {given} but the rebuild started with {recorded}"
-                ));
-            }
-        }
+        let differences: Vec<String> = self
+            .images()
+            .into_iter()
+            .zip(given)
+            .filter(|((_, recorded), given)| recorded != given)
+            .map(|((key, recorded), given)| {
+                format!("--{key} is {given} but the rebuild started with {recorded}")
+            })
+            .collect();
         if differences.is_empty() {
             return Ok(());
         }
         Err(Error::new(
             format!(
                 "resuming the storage rebuild recorded in {}",
-                paths.state.display()
+                config.state_file.display()
             ),
             format!("{}; re-run with the same options", differences.join("; ")),
         ))
+    }
+
+    /// The next step to run.
+    pub fn next_step(&self) -> Option<Step> {
+        let from = self.done.map_or(0, |s| s.index() + 1);
+        STEPS.get(from).map(|s| s.step)
     }
 }
 
@@ -422,18 +345,36 @@ struct Rebuild<'a, W: Write> {
     interrupt: &'a Interrupt,
 }
 
-/// Starts a rebuild: checks the paths, records the image ID and the volumes, then runs every
-/// step. Returns the exit status (0, or 128+N after a signal).
+/// The state file's path must be absolute, and its directory is created.
+pub fn preflight(state_file: &Path) -> Result<()> {
+    if !state_file.is_absolute() || state_file.components().any(|c| c == Component::ParentDir) {
+        return Err(Error::usage(
+            format!("--state-file {}", state_file.display()),
+            "must be an absolute path without '..'",
+        ));
+    }
+    match state_file.parent() {
+        Some(parent) => std::fs::create_dir_all(parent)
+            .context(|| format!("creating directory {}", parent.display())),
+        None => Err(Error::usage(
+            "--state-file /",
+            "refusing the root directory",
+        )),
+    }
+}
+
+/// Starts a rebuild: records the final image's ID and the volumes, then runs every step.
+/// Returns the exit status (0, or 128+N after a signal).
 pub fn start<W: Write>(
     config: &Config,
     log: &mut ProvisionLog<W>,
     interrupt: &Interrupt,
 ) -> Result<u8> {
-    preflight(&config.paths)?;
+    preflight(&config.state_file)?;
     let docker = &config.docker;
     let image_id = docker.image_id(&config.final_image)?.ok_or_else(|| {
         Error::new(
-            format!("saving {}", config.final_image),
+            format!("keeping {}", config.final_image),
             "the engine has no such image",
         )
     })?;
@@ -441,15 +382,11 @@ pub fn start<W: Write>(
         done: None,
         final_image: config.final_image.clone(),
         target_image: config.target_image.clone(),
+        slim_image: config.slim_image.clone(),
         image_id,
-        docker_root: config.paths.docker_root.clone(),
-        containerd_root: config.paths.containerd_root.clone(),
-        volumes_dir: config.paths.volumes.clone(),
-        backup_dir: config.paths.backup.clone(),
-        image_tar: config.paths.tar.clone(),
         volumes: docker.volume_names()?,
     };
-    state.save(&config.paths.state)?;
+    state.save(&config.state_file)?;
     Rebuild {
         config,
         state,
@@ -472,133 +409,21 @@ pub fn resume<W: Write>(
         log,
         &format!(
             "resuming the storage rebuild after {after} (state file {})",
-            config.paths.state.display()
+            config.state_file.display()
         ),
     );
-    let mut rebuild = Rebuild {
+    Rebuild {
         config,
         state,
         log,
         interrupt,
-    };
-    if let Some(next) = rebuild.next_step() {
-        rebuild.prepare(next.needs())?;
     }
-    rebuild.run()
-}
-
-/// The checks before anything is touched: absolute paths, nothing the wipe would remove, a
-/// backup that does not exist yet on the same filesystem as the volumes. Creates the parent
-/// directories of the backup, the tar and the state file.
-pub fn preflight(paths: &Paths) -> Result<()> {
-    let named = [
-        ("--docker-root", &paths.docker_root),
-        ("--containerd-root", &paths.containerd_root),
-        ("--volumes-dir", &paths.volumes),
-        ("--backup-dir", &paths.backup),
-        ("--image-tar", &paths.tar),
-        ("--state-file", &paths.state),
-    ];
-    for (flag, path) in named {
-        if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
-            return Err(Error::usage(
-                format!("{flag} {}", path.display()),
-                "must be an absolute path without '..'",
-            ));
-        }
-        if path.parent().is_none() {
-            return Err(Error::usage(
-                format!("{flag} /"),
-                "refusing the root directory",
-            ));
-        }
-    }
-    for (flag, path) in [
-        ("--backup-dir", &paths.backup),
-        ("--image-tar", &paths.tar),
-        ("--state-file", &paths.state),
-    ] {
-        for (root_flag, root) in [
-            ("--docker-root", &paths.docker_root),
-            ("--containerd-root", &paths.containerd_root),
-        ] {
-            if path.starts_with(root) {
-                return Err(Error::usage(
-                    format!("{flag} {}", path.display()),
-                    format!(
-                        "is inside {root_flag} {}, which the rebuild wipes",
-                        root.display()
-                    ),
-                ));
-            }
-        }
-    }
-    if paths.backup.symlink_metadata().is_ok() {
-        return Err(Error::new(
-            format!(
-                "starting the storage rebuild: {} exists",
-                paths.backup.display()
-            ),
-            format!(
-                "no rebuild is recorded in {}, so it is not ours; move it away and run again",
-                paths.state.display()
-            ),
-        ));
-    }
-    for (flag, path) in [
-        ("--backup-dir", &paths.backup),
-        ("--image-tar", &paths.tar),
-        ("--state-file", &paths.state),
-    ] {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .context(|| format!("creating directory {}", parent.display()))?;
-            // The same check with symlinks resolved.
-            let real = std::fs::canonicalize(parent)
-                .context(|| format!("resolving {}", parent.display()))?;
-            for root in [&paths.docker_root, &paths.containerd_root] {
-                if let Ok(real_root) = std::fs::canonicalize(root) {
-                    if real.starts_with(&real_root) {
-                        return Err(Error::usage(
-                            format!("{flag} {}", path.display()),
-                            format!(
-                                "resolves to {}, inside {}, which the rebuild wipes",
-                                real.display(),
-                                real_root.display()
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    if let (Ok(volumes), Some(parent)) = (paths.volumes.metadata(), paths.backup.parent()) {
-        let parent_dev = parent
-            .metadata()
-            .context(|| format!("checking {}", parent.display()))?
-            .dev();
-        if volumes.dev() != parent_dev {
-            return Err(Error::usage(
-                format!("--backup-dir {}", paths.backup.display()),
-                format!(
-                    "is not on the filesystem of {}: the volumes move by rename, which cannot \
-                     cross filesystems",
-                    paths.volumes.display()
-                ),
-            ));
-        }
-    }
-    Ok(())
+    .run()
 }
 
 impl<W: Write> Rebuild<'_, W> {
-    fn next_step(&self) -> Option<Step> {
-        let from = self.state.done.map_or(0, |s| s.index() + 1);
-        Step::ALL.get(from).copied()
-    }
-
     fn run(mut self) -> Result<u8> {
-        while let Some(step) = self.next_step() {
+        while let Some(step) = self.state.next_step() {
             if let Some(sig) = self.interrupt.acknowledge_if_signalled() {
                 note(
                     self.log,
@@ -613,9 +438,10 @@ impl<W: Write> Rebuild<'_, W> {
             note(
                 self.log,
                 &format!(
-                    "storage rebuild step {}/{}: {step}",
+                    "storage rebuild step {}/{}: {step}: {}",
                     step.index() + 1,
-                    Step::ALL.len()
+                    STEPS.len(),
+                    self.config.describe(step)
                 ),
             );
             if let Some(code) = self
@@ -624,7 +450,6 @@ impl<W: Write> Rebuild<'_, W> {
             {
                 return Ok(code);
             }
-            #[cfg(feature = "test-hooks")]
             if self.config.crash_after == Some(step) {
                 return Err(Error::new(
                     format!("crash injected after step {step}"),
@@ -632,15 +457,19 @@ impl<W: Write> Rebuild<'_, W> {
                 )
                 .with_code(CRASH_EXIT));
             }
-            self.state.done = Some(step);
-            if step == Step::ZeroFill {
-                std::fs::remove_file(&self.config.paths.state)
-                    .context(|| format!("removing {}", self.config.paths.state.display()))?;
-            } else {
-                self.state.save(&self.config.paths.state)?;
-            }
+            self.record(step)?;
         }
         Ok(0)
+    }
+
+    fn record(&mut self, step: Step) -> Result<()> {
+        self.state.done = Some(step);
+        if self.state.next_step().is_none() {
+            let path = &self.config.state_file;
+            std::fs::remove_file(path).context(|| format!("removing {}", path.display()))
+        } else {
+            self.state.save(&self.config.state_file)
+        }
     }
 
     fn step_error(&self, step: Step, err: Error) -> Error {
@@ -653,253 +482,86 @@ impl<W: Write> Rebuild<'_, W> {
                 "{}; the progress is kept in {}: fix the cause and run slim-docker-image again \
                  to resume",
                 err.why(),
-                self.config.paths.state.display()
+                self.config.state_file.display()
             ),
         )
     }
 
     /// Runs one step; `Some(status)` ends the rebuild early (a signal during the zero-fill).
     fn perform(&mut self, step: Step) -> Result<Option<u8>> {
-        let paths = &self.config.paths;
+        let config = self.config;
+        let docker = &config.docker;
         match step {
-            Step::Save => {
-                let dir = paths.tar.parent().unwrap_or(Path::new("/"));
-                self.log
-                    .message(format!("Saving final image to {}...", dir.display()).as_bytes());
-                self.save_tar()?;
-            }
-            Step::StopEngine => {
+            Step::RemoveSlim => {
+                self.log.message(SAVING_LINE.as_bytes());
+                note(
+                    self.log,
+                    "the final image stays in the engine: the build's other images are removed \
+                     through it instead (no save, wipe, reload or engine restart)",
+                );
                 self.log.message(b"Nuking Docker storage and reloading...");
-                self.command(&self.config.engine.stop_all)?;
+                self.remove_image(&config.slim_image)?;
             }
-            Step::MoveVolumes => self.move_volumes()?,
-            Step::Wipe => {
-                for (what, path) in [("image tar", &paths.tar), ("volumes backup", &paths.backup)] {
-                    if path.symlink_metadata().is_err() {
-                        return Err(Error::new(
-                            format!(
-                                "refusing to wipe the engine's storage: the {what} {} is missing",
-                                path.display()
-                            ),
-                            "nothing was removed",
-                        ));
-                    }
-                }
-                for root in [&paths.docker_root, &paths.containerd_root] {
-                    wipe(root, self.log)?;
-                }
-            }
-            Step::StartEngine => {
-                self.command(&self.config.engine.start_all)?;
-                self.wait_for_engine()?;
-            }
-            Step::Load => self.load_tar()?,
+            Step::RemoveSource => match docker.image_id(&config.target_image)? {
+                Some(id) if id == self.state.image_id => note(
+                    self.log,
+                    &format!("{} is the final image already", config.target_image),
+                ),
+                Some(_) => self.remove_image(&config.target_image)?,
+                None => {}
+            },
             Step::Tag => {
-                self.config
-                    .docker
-                    .command(["tag", &self.config.final_image, &self.config.target_image])
+                docker
+                    .command(["tag", &config.final_image, &config.target_image])
                     .read()?;
             }
             Step::UntagFinal => {
                 self.verify_image()?;
-                if self.config.final_image != self.config.target_image {
-                    // The original's `docker rmi … || true`: only a tag goes.
-                    let _ = self
-                        .config
-                        .docker
-                        .command(["rmi", &self.config.final_image])
-                        .read();
+                if config.final_image != config.target_image {
+                    self.remove_image(&config.final_image)?;
                 }
             }
-            Step::RemoveTar => {
-                self.verify_image()?;
-                remove_file_if_exists(&paths.tar)?;
-            }
-            Step::StopDocker => self.command(&self.config.engine.stop_docker)?,
-            Step::RestoreVolumes => self.restore_volumes()?,
-            Step::StartDocker => {
-                self.command(&self.config.engine.start_docker)?;
-                self.wait_for_engine()?;
-            }
-            Step::Verify => {
-                self.verify_image()?;
-                let listed = self.config.docker.volume_names()?;
-                let missing: Vec<&str> = self
-                    .state
-                    .volumes
-                    .iter()
-                    .filter(|v| !listed.contains(v))
-                    .map(String::as_str)
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(Error::new(
-                        "verifying the volumes after the rebuild".to_string(),
-                        format!(
-                            "the engine does not list {} (their data should be in {})",
-                            missing.join(", "),
-                            paths.volumes.display()
-                        ),
-                    ));
-                }
-                self.log.message(b"Docker storage rebuilt.");
-            }
-            Step::ZeroFill => {
-                self.log
-                    .message(b"Zeroing free space for qcow2 compression...");
-                let interrupt = self.interrupt;
-                let stopped = zero_fill::run(&self.config.zero_fill, TAG, self.log, || {
-                    interrupt.signal().is_some()
-                })?;
-                if stopped {
-                    if let Some(sig) = interrupt.acknowledge() {
-                        note(
-                            self.log,
-                            &format!(
-                                "interrupted by {} during the zero-fill; run slim-docker-image \
-                                 again to finish it",
-                                sig.as_str()
-                            ),
-                        );
-                        return Ok(Some(exit_status(sig)));
+            Step::Prune => {
+                for args in [&["image", "prune", "-f"][..], &["builder", "prune", "-af"]] {
+                    if let Err(err) = docker.command(args).read() {
+                        note(self.log, &format!("WARNING: {err} (continuing)"));
                     }
                 }
             }
+            Step::Verify => {
+                self.verify_image()?;
+                self.verify_volumes()?;
+                self.log.message(b"Docker storage rebuilt.");
+            }
+            Step::FreeSpace => return self.free_space(),
         }
         Ok(None)
     }
 
-    /// Puts the engine in the state `needs` says, before a resumed step.
-    fn prepare(&mut self, needs: Needs) -> Result<()> {
-        let engine = &self.config.engine;
-        match needs {
-            Needs::Anything => Ok(()),
-            Needs::AllStopped => self.command(&engine.stop_all),
-            Needs::DockerStopped => self.command(&engine.stop_docker),
-            Needs::Running => {
-                if self.config.docker.answers() {
-                    return Ok(());
-                }
-                self.command(&engine.start_all)?;
-                self.wait_for_engine()
+    /// `docker rmi NAME`; an image that is already gone is fine. One docker call: each costs
+    /// about a second in a TCG guest, so there is no listing first.
+    fn remove_image(&mut self, name: &str) -> Result<()> {
+        match self.config.docker.command(["rmi", name]).read() {
+            Ok(_) => Ok(()),
+            Err(err) if err.to_string().contains("No such image") => {
+                note(
+                    self.log,
+                    &format!("{name}: no such image (already removed)"),
+                );
+                Ok(())
             }
+            Err(err) => Err(err),
         }
     }
 
-    /// Runs an engine stop or start command (argv, no shell).
-    fn command(&mut self, argv: &[OsString]) -> Result<()> {
-        let Some((program, args)) = argv.split_first() else {
-            return Ok(());
-        };
-        let shown: Vec<String> = argv
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        note(self.log, &format!("running {}", shown.join(" ")));
-        // The docker wrapper runs any program by argv and reports it as typed.
-        Docker::new(program).command(args).read().map(drop)
-    }
-
-    /// Waits for `docker info` to answer, at most the engine timeout.
-    fn wait_for_engine(&mut self) -> Result<()> {
-        let docker = &self.config.docker;
-        let probe = Probe::Command(vec![docker.program().to_os_string(), "info".into()]);
-        let targets = [Target::new("docker", probe)];
-        let options = Options::new(self.config.engine_timeout, Duration::from_secs(10));
-        let log = &mut *self.log;
-        let report = wait::run(&targets, &options, |event| {
-            if let Event::Heartbeat { elapsed, .. } = event {
-                note(
-                    log,
-                    &format!(
-                        "still waiting for the engine to answer `docker info` ({}s)",
-                        elapsed.as_secs()
-                    ),
-                );
-            }
-        });
-        match report.outcome {
-            Outcome::Ready => Ok(()),
-            Outcome::TimedOut => Err(Error::new(
-                format!(
-                    "waiting for the docker engine: no answer to `docker info` within {}",
-                    seconds(self.config.engine_timeout)
-                ),
-                report
-                    .targets
-                    .first()
-                    .map(|t| t.last_answer())
-                    .unwrap_or_default(),
-            )),
-            Outcome::Interrupted(sig) => Err(Error::new(
-                format!(
-                    "interrupted by {} while waiting for the docker engine",
-                    sig.as_str()
-                ),
-                "run slim-docker-image again to finish the storage rebuild",
-            )
-            .with_code(exit_status(sig))),
-        }
-    }
-
-    fn save_tar(&mut self) -> Result<()> {
-        let tar = &self.config.paths.tar;
-        let partial = partial_path(tar);
-        remove_file_if_exists(&partial)?;
-        let log = &mut *self.log;
-        self.config
-            .docker
-            .command(["save", self.config.final_image.as_str(), "-o"])
-            .arg(&partial)
-            .read_with_progress(self.config.progress_every, |elapsed, pid| {
-                let bytes = io_bytes(pid, Io::Written).map(|b| format!("{} written, ", mib(b)));
-                note(
-                    log,
-                    &format!("save: {}{}s", bytes.unwrap_or_default(), elapsed.as_secs()),
-                );
-            })?;
-        File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .context(|| format!("flushing {}", partial.display()))?;
-        std::fs::rename(&partial, tar)
-            .context(|| format!("renaming {} to {}", partial.display(), tar.display()))?;
-        sync_dir(tar);
-        let size = std::fs::metadata(tar).map(|m| m.len()).unwrap_or(0);
-        note(
-            self.log,
-            &format!("saved {} ({})", tar.display(), mib(size)),
-        );
-        Ok(())
-    }
-
-    fn load_tar(&mut self) -> Result<()> {
-        let tar = &self.config.paths.tar;
-        let total = std::fs::metadata(tar)
-            .context(|| format!("checking {}", tar.display()))?
-            .len();
-        let log = &mut *self.log;
-        self.config
-            .docker
-            .command(["load", "-i"])
-            .arg(tar)
-            .read_with_progress(self.config.progress_every, |elapsed, pid| {
-                let bytes = io_bytes(pid, Io::Read)
-                    .map(|b| format!("{} of {} read, ", mib(b.min(total)), mib(total)));
-                note(
-                    log,
-                    &format!("load: {}{}s", bytes.unwrap_or_default(), elapsed.as_secs()),
-                );
-            })?;
-        Ok(())
-    }
-
-    /// The target image exists and is the image that was saved.
+    /// The target image exists and is the final image.
     fn verify_image(&self) -> Result<()> {
         let target = &self.config.target_image;
         match self.config.docker.image_id(target)? {
             Some(id) if id == self.state.image_id => Ok(()),
             Some(id) => Err(Error::new(
                 format!("verifying {target}"),
-                format!("its ID is {id}, not the saved {}", self.state.image_id),
+                format!("its ID is {id}, not the final {}", self.state.image_id),
             )),
             None => Err(Error::new(
                 format!("verifying {target}"),
@@ -908,145 +570,46 @@ impl<W: Write> Rebuild<'_, W> {
         }
     }
 
-    fn move_volumes(&mut self) -> Result<()> {
-        let (volumes, backup) = (&self.config.paths.volumes, &self.config.paths.backup);
-        if backup.symlink_metadata().is_ok() {
-            // Only this step creates the backup, and the preflight made sure none existed.
-            note(
-                self.log,
-                &format!("{} already holds the volumes", backup.display()),
-            );
+    fn verify_volumes(&self) -> Result<()> {
+        let listed = self.config.docker.volume_names()?;
+        let missing: Vec<&str> = self
+            .state
+            .volumes
+            .iter()
+            .filter(|v| !listed.contains(v))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
             return Ok(());
         }
-        if volumes.symlink_metadata().is_err() {
-            note(
-                self.log,
-                &format!("{} does not exist: no volumes to keep", volumes.display()),
-            );
-            std::fs::create_dir(backup).context(|| format!("creating {}", backup.display()))?;
-        } else {
-            std::fs::rename(volumes, backup)
-                .context(|| format!("moving {} to {}", volumes.display(), backup.display()))?;
-        }
-        sync_dir(backup);
-        sync_dir(volumes);
-        Ok(())
+        Err(Error::new(
+            "verifying the volumes after the rebuild",
+            format!("the engine does not list {}", missing.join(", ")),
+        ))
     }
 
-    fn restore_volumes(&mut self) -> Result<()> {
-        let (volumes, backup) = (&self.config.paths.volumes, &self.config.paths.backup);
-        if backup.symlink_metadata().is_err() {
-            if volumes.is_dir() {
-                note(self.log, &format!("{} is already back", volumes.display()));
-                return Ok(());
-            }
-            return Err(Error::new(
-                format!("restoring the volumes to {}", volumes.display()),
-                format!("neither it nor the backup {} exists", backup.display()),
-            ));
-        }
-        if volumes.symlink_metadata().is_ok() {
-            // The new engine's empty volumes directory.
-            std::fs::remove_dir_all(volumes)
-                .context(|| format!("removing the new {}", volumes.display()))?;
-        }
-        if let Some(parent) = volumes.parent() {
-            std::fs::create_dir_all(parent).context(|| format!("creating {}", parent.display()))?;
-        }
-        rename_dir(backup, volumes)?;
-        sync_dir(volumes);
-        sync_dir(backup);
-        Ok(())
-    }
-}
-
-/// Moves a directory by `rename(2)`; EXDEV gets an explanation.
-fn rename_dir(from: &Path, to: &Path) -> Result<()> {
-    let what = || format!("moving {} to {}", from.display(), to.display());
-    match std::fs::rename(from, to) {
-        Ok(()) => Ok(()),
-        Err(err) if err.raw_os_error() == Some(libc::EXDEV) => Err(Error::new(
-            what(),
-            "they are on different mounts (a running dockerd keeps its data root bind-mounted \
-             on itself: is the engine really stopped?)",
-        )),
-        Err(err) => Err(Error::new(what(), err)),
-    }
-}
-
-/// `<tar>.partial`.
-fn partial_path(tar: &Path) -> PathBuf {
-    let mut name = tar.as_os_str().to_os_string();
-    name.push(".partial");
-    PathBuf::from(name)
-}
-
-fn remove_file_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(Error::new(format!("removing {}", path.display()), err)),
-    }
-}
-
-/// fsyncs the directory holding `path`, so that a rename or removal in it is durable.
-fn sync_dir(path: &Path) {
-    if let Some(parent) = path.parent() {
-        if let Ok(dir) = File::open(parent) {
-            let _ = dir.sync_all();
-        }
-    }
-}
-
-/// `rm -rf ROOT`, but never across a mount: whatever is mounted below `root` (leftovers of the
-/// stopped engine) is detached first, so that removing the tree cannot reach into another
-/// filesystem. A `root` that is itself a mount point is emptied and kept.
-fn wipe<W: Write>(root: &Path, log: &mut ProvisionLog<W>) -> Result<()> {
-    let meta = match root.symlink_metadata() {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(Error::new(format!("checking {}", root.display()), err)),
-    };
-    if meta.file_type().is_symlink() || !meta.is_dir() {
-        note(log, &format!("removing {}", root.display()));
-        return remove_file_if_exists(root);
-    }
-    let root = std::fs::canonicalize(root).context(|| format!("resolving {}", root.display()))?;
-    let table = mounts::read(Path::new(mounts::SELF_MOUNTINFO))?;
-    let mut below: Vec<&Path> = table
-        .iter()
-        .map(|m| m.mount_point.as_path())
-        .filter(|p| p.starts_with(&root) && *p != root)
-        .collect();
-    below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    below.dedup();
-    for point in below {
-        note(log, &format!("unmounting {}", point.display()));
-        match umount2(point, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(err) => {
-                return Err(Error::new(format!("unmounting {}", point.display()), err));
+    fn free_space(&mut self) -> Result<Option<u8>> {
+        self.log
+            .message(b"Zeroing free space for qcow2 compression...");
+        let interrupt = self.interrupt;
+        let stopped = zero_fill::free_space(&self.config.free_space, TAG, self.log, || {
+            interrupt.signal().is_some()
+        })?;
+        if stopped {
+            if let Some(sig) = interrupt.acknowledge() {
+                note(
+                    self.log,
+                    &format!(
+                        "interrupted by {} during the zero-fill; run slim-docker-image again to \
+                         finish it",
+                        sig.as_str()
+                    ),
+                );
+                return Ok(Some(exit_status(sig)));
             }
         }
+        Ok(None)
     }
-    note(log, &format!("removing {}", root.display()));
-    let entries = std::fs::read_dir(&root).context(|| format!("listing {}", root.display()))?;
-    for entry in entries {
-        let entry = entry.context(|| format!("listing {}", root.display()))?;
-        let path = entry.path();
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        let removed = if is_dir {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed.context(|| format!("removing {}", path.display()))?;
-    }
-    let is_mount_point = table.iter().any(|m| m.mount_point == root);
-    if !is_mount_point {
-        std::fs::remove_dir(&root).context(|| format!("removing {}", root.display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1055,15 +618,11 @@ mod tests {
 
     fn sample() -> State {
         State {
-            done: Some(Step::Wipe),
+            done: Some(Step::Tag),
             final_image: "stack-local-emulator:final".into(),
             target_image: "stack-local-emulator".into(),
+            slim_image: "stack-local-emulator-slim".into(),
             image_id: "sha256:abc".into(),
-            docker_root: "/var/lib/docker".into(),
-            containerd_root: "/var/lib/containerd".into(),
-            volumes_dir: "/var/lib/docker/volumes".into(),
-            backup_dir: "/var/tmp/volumes-backup".into(),
-            image_tar: "/var/tmp/final-image.tar".into(),
             volumes: vec!["stack-postgres-data".into(), "stack-redis-data".into()],
         }
     }
@@ -1076,12 +635,9 @@ mod tests {
             text,
             "# slim-docker-image: docker storage rebuild in progress.\n\
              # Run slim-docker-image again (same options) to finish it; do not edit.\n\
-             format=1\ndone=wipe\nfinal-image=stack-local-emulator:final\n\
-             target-image=stack-local-emulator\nimage-id=sha256:abc\n\
-             docker-root=/var/lib/docker\ncontainerd-root=/var/lib/containerd\n\
-             volumes-dir=/var/lib/docker/volumes\nbackup-dir=/var/tmp/volumes-backup\n\
-             image-tar=/var/tmp/final-image.tar\nvolume=stack-postgres-data\n\
-             volume=stack-redis-data\n"
+             format=2\ndone=tag\nfinal-image=stack-local-emulator:final\n\
+             image=stack-local-emulator\nslim-image=stack-local-emulator-slim\n\
+             image-id=sha256:abc\nvolume=stack-postgres-data\nvolume=stack-redis-data\n"
         );
         assert_eq!(State::parse("s", &text).unwrap(), state);
         let none = State {
@@ -1090,85 +646,54 @@ mod tests {
             ..sample()
         };
         assert_eq!(State::parse("s", &none.render().unwrap()).unwrap(), none);
+        assert_eq!(none.next_step(), Some(Step::RemoveSlim));
+        assert_eq!(sample().next_step(), Some(Step::UntagFinal));
     }
 
     #[test]
     fn bad_state_files_say_where() {
         let text = sample().render().unwrap();
-        let err = State::parse("s", &text.replace("done=wipe", "done=dance")).unwrap_err();
+        let err = State::parse("s", &text.replace("done=tag", "done=dance")).unwrap_err();
         assert!(err.why().starts_with("unknown step 'dance'"), "{err}");
         let err = State::parse("s", &format!("{text}colour=blue\n")).unwrap_err();
-        assert_eq!(err.to_string(), "s:15: unknown key 'colour'");
+        assert_eq!(err.to_string(), "s:11: unknown key 'colour'");
         let err = State::parse("s", &text.replace("image-id=sha256:abc\n", "")).unwrap_err();
         assert_eq!(err.to_string(), "s: missing image-id=");
-        let err = State::parse("s", &format!("{text}format=1\n")).unwrap_err();
-        assert_eq!(err.to_string(), "s:15: format given twice");
-        assert!(State::parse("s", &text.replace("format=1", "format=2")).is_err());
+        let err = State::parse("s", &format!("{text}format=2\n")).unwrap_err();
+        assert_eq!(err.to_string(), "s:11: format given twice");
+        let err = State::parse("s", &text.replace("format=2", "format=1")).unwrap_err();
+        assert!(err.why().contains("another version"), "{err}");
     }
 
     #[test]
-    fn steps_parse_by_name() {
-        for step in Step::ALL {
-            assert_eq!(Step::parse(step.name()), Ok(step));
+    fn steps_parse_by_name_and_the_table_is_in_order() {
+        for (index, row) in STEPS.iter().enumerate() {
+            assert_eq!(Step::parse(row.name), Ok(row.step));
+            assert_eq!(row.step.index(), index);
         }
         assert!(
             Step::parse("nope")
                 .unwrap_err()
-                .contains("one of save, stop-engine")
+                .contains("one of remove-slim, remove-source")
+        );
+        let table = help_table();
+        let names: Vec<&str> = table
+            .lines()
+            .filter(|line| !line.starts_with("   "))
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        assert_eq!(names, STEPS.map(|row| row.name));
+        assert!(
+            table.contains("\n  free-space       trim the free space"),
+            "{table}"
         );
     }
 
     #[test]
-    fn preflight_refuses_paths_the_wipe_would_take() {
-        let paths = Paths {
-            docker_root: "/nonexistent-root/docker".into(),
-            containerd_root: "/nonexistent-root/containerd".into(),
-            volumes: "/nonexistent-root/docker/volumes".into(),
-            backup: "/nonexistent-root/docker/backup".into(),
-            tar: "/nonexistent-root/tmp/final.tar".into(),
-            state: "/nonexistent-root/tmp/state".into(),
-        };
-        let err = preflight(&paths).unwrap_err();
+    fn preflight_wants_an_absolute_state_file() {
         assert_eq!(
-            err.to_string(),
-            "--backup-dir /nonexistent-root/docker/backup: is inside --docker-root \
-             /nonexistent-root/docker, which the rebuild wipes"
-        );
-        let relative = Paths {
-            tar: "final.tar".into(),
-            ..paths.clone()
-        };
-        assert_eq!(
-            preflight(&relative).unwrap_err().to_string(),
-            "--image-tar final.tar: must be an absolute path without '..'"
-        );
-    }
-
-    #[test]
-    fn preflight_resolves_symlinks() {
-        let dir = std::env::temp_dir().join(format!("preflight-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("docker/tmp")).unwrap();
-        std::os::unix::fs::symlink(dir.join("docker/tmp"), dir.join("tmp")).unwrap();
-        let paths = Paths {
-            docker_root: dir.join("docker"),
-            containerd_root: dir.join("containerd"),
-            volumes: dir.join("docker/volumes"),
-            backup: dir.join("backup"),
-            tar: dir.join("tmp/final.tar"),
-            state: dir.join("state"),
-        };
-        let err = preflight(&paths).unwrap_err();
-        assert!(err.why().contains("which the rebuild wipes"), "{err}");
-        assert_eq!(err.code(), shared::error::USAGE);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn partial_is_beside_the_tar() {
-        assert_eq!(
-            partial_path(Path::new("/var/tmp/final-image.tar")),
-            Path::new("/var/tmp/final-image.tar.partial")
+            preflight(Path::new("state")).unwrap_err().to_string(),
+            "--state-file state: must be an absolute path without '..'"
         );
     }
 }

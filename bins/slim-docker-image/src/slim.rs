@@ -16,9 +16,9 @@
 //!    `free -m`, `curl -v`), the container removed, exit 1.
 //! 3. The flatten: `docker create --name flatten …` and `docker export flatten | docker import
 //!    --change … - stack-local-emulator:final`, two docker processes joined by a pipe, no shell.
-//! 4. The [storage rebuild](crate::rebuild) and the [zero-fill](crate::zero_fill), a
+//! 4. The [storage rebuild](crate::rebuild) and the [free space](crate::zero_fill), a
 //!    recoverable state machine: when its state file exists, a run resumes it and skips 1–3,
-//!    whose inputs the rebuild has already replaced.
+//!    whose inputs the rebuild has already removed.
 //!
 //! Stale `smoke-test` and `flatten` containers (a crashed earlier run) are removed first, and
 //! both are removed on every way out, SIGTERM and SIGINT included (exit 128+N). Long steps log
@@ -138,11 +138,11 @@ pub fn run<W: Write>(
     interrupt: &Interrupt,
     log: &mut ProvisionLog<W>,
 ) -> Result<u8> {
-    let code = match State::load(&config.rebuild.paths.state)? {
+    let code = match State::load(&config.rebuild.state_file)? {
         Some(state) => crate::rebuild::resume(&config.rebuild, state, log, interrupt)?,
         None => {
             // Bad paths fail before anything is built.
-            crate::rebuild::preflight(&config.rebuild.paths)?;
+            crate::rebuild::preflight(&config.rebuild.state_file)?;
             match build_test_flatten(config, interrupt, log)? {
                 0 => crate::rebuild::start(&config.rebuild, log, interrupt)?,
                 code => code,

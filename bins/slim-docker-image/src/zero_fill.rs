@@ -173,15 +173,125 @@ fn sync_filesystem(path: &Path) {
     }
 }
 
+/// When to write the zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Unless the filesystem's disk takes discards and the trim succeeds.
+    Auto,
+    /// Always (the original's behaviour).
+    Always,
+    /// Never: the trim alone.
+    Never,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Result<Mode, String> {
+        match text {
+            "auto" => Ok(Mode::Auto),
+            "always" => Ok(Mode::Always),
+            "never" => Ok(Mode::Never),
+            _ => Err("expected auto, always or never".into()),
+        }
+    }
+}
+
+/// The block device under the filesystem that holds `dir`, and how many bytes one discard may
+/// cover (0: it takes none), read from `sysfs` (`/sys`). `None` when the filesystem has no
+/// block device (tmpfs, overlay, 9p) or sysfs does not say.
+pub fn discard_support(sysfs: &Path, dir: &Path) -> Option<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let device = std::fs::canonicalize(sysfs.join(format!("dev/block/{major}:{minor}"))).ok()?;
+    // A partition has no queue of its own: its disk's is the parent directory's.
+    let queue = [device.join("queue"), device.parent()?.join("queue")]
+        .into_iter()
+        .find(|q| q.is_dir())?;
+    let max = std::fs::read_to_string(queue.join("discard_max_bytes")).ok()?;
+    let name = device.file_name()?.to_string_lossy().into_owned();
+    Some((name, max.trim().parse().ok()?))
+}
+
 /// The zero-fill step of a tool.
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub mode: Mode,
+    /// Where sysfs is mounted (`/sys`).
+    pub sysfs: PathBuf,
     pub path: PathBuf,
     pub block_size: usize,
     /// How often progress is logged.
     pub progress_every: Duration,
     /// The trim command after the fill (argv; empty: none).
     pub trim: Vec<OsString>,
+}
+
+/// Frees the space as [`Mode`] says: in `auto`, when the disk under the fill file's filesystem
+/// takes discards, the trim first, and the zero-fill only when the trim fails; otherwise the
+/// zero-fill and then the trim ([`run`]). Returns whether `stop` ended a fill early.
+pub fn free_space<W: Write>(
+    config: &Config,
+    tag: &str,
+    log: &mut ProvisionLog<W>,
+    stop: impl Fn() -> bool,
+) -> Result<bool> {
+    match config.mode {
+        Mode::Always => run(config, tag, log, stop),
+        Mode::Never => {
+            say(log, tag, "skipped (--zero-fill never); trimming only");
+            trim(config, tag, log);
+            Ok(false)
+        }
+        Mode::Auto if trimmed_instead(config, tag, log) => Ok(false),
+        Mode::Auto => run(config, tag, log, stop),
+    }
+}
+
+fn say<W: Write>(log: &mut ProvisionLog<W>, tag: &str, text: &str) {
+    log.message(format!("{tag}: zero-fill: {text}").as_bytes());
+}
+
+/// Syncs the filesystem and runs the trim command; whether it ran and exited 0.
+fn trim<W: Write>(config: &Config, tag: &str, log: &mut ProvisionLog<W>) -> bool {
+    sync_filesystem(&config.path);
+    !config.trim.is_empty()
+        && stream_command(log, &format!("{tag}: fstrim"), &config.trim, TRIM_LIMIT)
+}
+
+/// `auto`: when the disk takes discards, trims; whether that made the zeros unnecessary. Says
+/// why zeros are written otherwise.
+fn trimmed_instead<W: Write>(config: &Config, tag: &str, log: &mut ProvisionLog<W>) -> bool {
+    let dir = config
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let why = match discard_support(&config.sysfs, dir) {
+        Some((device, max)) if max > 0 && !config.trim.is_empty() => {
+            if trim(config, tag, log) {
+                let text = format!(
+                    "not needed: {device} takes discards (discard_max_bytes {max}) and the trim \
+                     succeeded, so the free blocks are unmapped, not just unused"
+                );
+                say(log, tag, &text);
+                return true;
+            }
+            "the trim failed; writing zeros instead".to_string()
+        }
+        Some((device, _)) if config.trim.is_empty() => {
+            format!("{device} may take discards, but there is no trim command; writing zeros")
+        }
+        Some((device, _)) => {
+            format!("{device} takes no discards (discard_max_bytes 0); writing zeros")
+        }
+        None => format!(
+            "no block device found under {} in {}; writing zeros",
+            dir.display(),
+            config.sysfs.display()
+        ),
+    };
+    say(log, tag, &why);
+    false
 }
 
 /// Fills, logs `TAG: zero-fill: …` lines, then runs the trim command with its output logged as
@@ -300,6 +410,32 @@ mod tests {
             err.to_string(),
             "refusing to fill /dev/null: it is a device; remove it or choose another --fill-file"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn discard_support_reads_the_disk_of_a_partition() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = scratch("sysfs");
+        let dev = std::fs::metadata(&dir).unwrap().dev();
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        let disk = dir.join("devices/virtio1/block/vda");
+        std::fs::create_dir_all(disk.join("vda1")).unwrap();
+        std::fs::create_dir_all(disk.join("queue")).unwrap();
+        std::fs::write(disk.join("queue/discard_max_bytes"), "2147483136\n").unwrap();
+        std::fs::create_dir_all(dir.join("dev/block")).unwrap();
+        let link = dir.join(format!("dev/block/{major}:{minor}"));
+        std::os::unix::fs::symlink(disk.join("vda1"), &link).unwrap();
+        assert_eq!(
+            discard_support(&dir, &dir),
+            Some(("vda1".to_string(), 2_147_483_136))
+        );
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&disk, &link).unwrap();
+        std::fs::write(disk.join("queue/discard_max_bytes"), "0\n").unwrap();
+        assert_eq!(discard_support(&dir, &dir), Some(("vda".to_string(), 0)));
+        std::fs::remove_file(&link).unwrap();
+        assert_eq!(discard_support(&dir, &dir), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -108,22 +108,32 @@ pub fn run_logged<P: FromArgMatches>(
 ) -> ExitCode {
     let tool = cmd.get_name().to_string();
     run(cmd, args, |parsed: P| {
-        let mut log = ProvisionLog::from_env();
-        let status = match body(parsed, &mut log) {
-            Err(err) if err.code() != USAGE => {
-                log.message(format!("{tool}: ERROR: {err}").as_bytes());
-                if !crate::os::terminal::stdout_is_stderr() {
-                    report(&tool, &err);
-                }
-                Ok(err.code())
-            }
-            other => other,
-        };
-        if let Err(err) = log.finish() {
-            report(&tool, &err);
-        }
-        status
+        logged(&tool, |log| body(parsed, log))
     })
+}
+
+/// Runs `body` with the provision log: an error (other than bad usage) is also logged as
+/// `<tool>: ERROR: …`, and a log file that could not be written is reported. For a tool that
+/// logs only on some paths ([`run_logged`] is this for one that always does).
+pub fn logged(
+    tool: &str,
+    body: impl FnOnce(&mut ProvisionLog<std::io::Stdout>) -> Result<u8, Error>,
+) -> Result<u8, Error> {
+    let mut log = ProvisionLog::from_env();
+    let status = match body(&mut log) {
+        Err(err) if err.code() != USAGE => {
+            log.message(format!("{tool}: ERROR: {err}").as_bytes());
+            if !crate::os::terminal::stdout_is_stderr() {
+                report(tool, &err);
+            }
+            Ok(err.code())
+        }
+        other => other,
+    };
+    if let Err(err) = log.finish() {
+        report(tool, &err);
+    }
+    status
 }
 
 /// Prints `<tool>: <error>` on stderr, and the [`hint`] after a usage error.
