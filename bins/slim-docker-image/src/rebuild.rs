@@ -684,7 +684,7 @@ mod tests {
             .collect();
         assert_eq!(names, STEPS.map(|row| row.name));
         assert!(
-            table.contains("\n  free-space       trim the free space"),
+            table.contains("\n  free-space     trim the free space"),
             "{table}"
         );
     }
