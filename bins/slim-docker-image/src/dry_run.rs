@@ -7,10 +7,10 @@
 use std::io::Write;
 
 use crate::rebuild::{STEPS, State, Step};
-use crate::slim::{ARCH_KEY, Config, IMPORT_CHANGES, SMOKE_KEYS, SMOKE_PATH};
+use crate::slim::{self, ARCH_KEY, Config, SMOKE_PATH};
 use crate::zero_fill::{self, Mode};
+use shared::duration::seconds;
 use shared::emulator::envfile;
-use shared::emulator::volumes::volume_args;
 use shared::error::{Context, Result};
 
 /// Prints the plan of a run with `config` to `out`.
@@ -53,78 +53,32 @@ pub fn print(config: &Config, out: &mut impl Write) -> Result<()> {
         .context(|| "writing the plan to stdout".to_string())
 }
 
-fn docker(config: &Config, args: &[&str]) -> String {
-    let mut words = vec![config.docker.program().to_string_lossy().into_owned()];
-    words.extend(args.iter().map(|a| a.to_string()));
-    shell_words::join(words)
-}
-
-/// Steps 1-3.
+/// Steps 1-3, with the commands a run would build (the smoke test's keys by name only).
 fn build_test_flatten(config: &Config, lines: &mut Vec<String>) -> Result<()> {
     lines.push(format!(
         "step 1: {} (the Dockerfile on stdin: FROM {})",
-        docker(config, &["build", "-t", &config.slim_image, "-"]),
+        slim::build_command(config),
         config.image
     ));
     let arch = envfile::value_in(&config.arch_env, ARCH_KEY)?;
     if arch.as_deref() == Some("arm64") {
         lines.push(format!("step 2: no smoke test ({ARCH_KEY}=arm64)"));
     } else {
-        lines.push(format!("step 2: {}", smoke_test(config)));
+        lines.push(format!(
+            "step 2: {}, then wait up to {} for 200 on http://127.0.0.1:{}{SMOKE_PATH}",
+            slim::smoke_command(config)?,
+            seconds(config.smoke_timeout),
+            config.smoke_port
+        ));
     }
-    let mut import = vec!["import"];
-    for change in IMPORT_CHANGES {
-        import.extend(["--change", change]);
-    }
-    import.extend(["-", &config.rebuild.final_image]);
+    let [create, export, import] = slim::flatten_commands(config);
     lines.push(format!(
-        "step 3: {}; {} | {}; {}",
-        docker(
-            config,
-            &[
-                "create",
-                "--name",
-                &config.flatten_container,
-                &config.slim_image,
-                "/bin/true"
-            ]
-        ),
-        docker(config, &["export", &config.flatten_container]),
-        docker(config, &import),
-        docker(config, &["rm", &config.flatten_container])
+        "step 3: {create}; {export} | {import}; {}",
+        config
+            .docker
+            .command(["rm", "-f", config.flatten_container.as_str()])
     ));
     Ok(())
-}
-
-/// Step 2's command and wait.
-fn smoke_test(config: &Config) -> String {
-    let build_env = config.build_env.to_string_lossy();
-    let computed_env = config.computed_env.to_string_lossy();
-    let mut args = vec![
-        "run",
-        "--rm",
-        "--name",
-        &config.smoke_container,
-        "--network",
-        "host",
-        "--env-file",
-        &build_env,
-        "--env-file",
-        &computed_env,
-    ];
-    for key in SMOKE_KEYS {
-        args.extend(["-e", key]);
-    }
-    let volumes = volume_args();
-    args.extend(volumes.iter().map(String::as_str));
-    args.extend(["-d", &config.slim_image]);
-    format!(
-        "{} (three fresh keys by name, and the renamed variables' other names), then wait up to \
-         {}s for 200 on http://127.0.0.1:{}{SMOKE_PATH}",
-        docker(config, &args),
-        config.smoke_timeout.as_secs(),
-        config.smoke_port
-    )
 }
 
 /// What the free-space step would do on this machine.

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::rebuild::State;
-use shared::docker::Docker;
+use shared::docker::{Docker, DockerCommand};
 use shared::duration::seconds;
 use shared::emulator::envfile;
 use shared::emulator::keystore;
@@ -88,6 +88,13 @@ pub const SMOKE_KEYS: [&str; 3] = [
     PUBLISHABLE_CLIENT_KEY.hexclave,
     SECRET_SERVER_KEY.hexclave,
     SUPER_SECRET_ADMIN_KEY,
+];
+
+/// The variables the smoke test sets to fixed values, as the original did.
+pub const SMOKE_FIXED: [&str; 3] = [
+    "STACK_SKIP_MIGRATIONS=true",
+    "STACK_SKIP_SEED_SCRIPT=true",
+    "STACK_RUNTIME_WORK_DIR=/app",
 ];
 
 /// The Dockerfile for `image`: the original's, with its `FROM` line naming `image`.
@@ -161,17 +168,13 @@ fn build_test_flatten<W: Write>(
     interrupt: &Interrupt,
     log: &mut ProvisionLog<W>,
 ) -> Result<u8> {
-    let docker = &config.docker;
     say(log, "Building slim Docker image...");
-    docker
-        .command(["build", "-t", config.slim_image.as_str(), "-"])
-        .stdin_bytes(dockerfile(&config.image))
-        .read_with_progress(config.progress_every, |elapsed, _| {
-            note(
-                log,
-                &format!("build: still running ({}s)", elapsed.as_secs()),
-            );
-        })?;
+    build_command(config).read_with_progress(config.progress_every, |elapsed, _| {
+        note(
+            log,
+            &format!("build: still running ({}s)", elapsed.as_secs()),
+        );
+    })?;
     say(log, "Slim image built.");
     if let Some(sig) = interrupt.acknowledge_if_signalled() {
         return Ok(interrupted(log, sig));
@@ -201,36 +204,28 @@ fn build_test_flatten<W: Write>(
     Ok(0)
 }
 
-/// Step 2; returns 0, 1 (failed, diagnostics logged) or 128+N.
+/// Step 1's command: `docker build`, the Dockerfile on its stdin.
+pub fn build_command(config: &Config) -> DockerCommand {
+    config
+        .docker
+        .command(["build", "-t", config.slim_image.as_str(), "-"])
+        .stdin_bytes(dockerfile(&config.image))
+}
+
+/// Step 2's `docker run`, with three fresh keys.
 ///
 /// The container's environment is the original's (the build and computed env files, the three
 /// fresh keys, the three fixed variables), followed by a `-e` for the other generation's name of
-/// every renamed variable defined there ([`shared::emulator::names`]: the two keys and the port prefix of
-/// the computed env file), with the value docker ends up with for either name, so a slim image of
-/// either generation finds what it reads. Every such value goes by name through docker's
-/// environment, as the keys do; the two env files are parsed for it (nothing in them runs).
-fn smoke_test<W: Write>(
-    config: &Config,
-    interrupt: &Interrupt,
-    log: &mut ProvisionLog<W>,
-) -> Result<u8> {
-    let docker = &config.docker;
-    let name = config.smoke_container.as_str();
-    say(log, "Running smoke test on slim image...");
-    if docker.container_exists(name)? {
-        note(log, &format!("removing stale container {name}"));
-        docker.stop_and_remove(name, config.stop_timeout)?;
-    }
-    let mut run = docker
-        .command([
-            "run",
-            "--rm",
-            "--name",
-            name,
-            "--network",
-            "host",
-            "--env-file",
-        ])
+/// every renamed variable defined there ([`shared::emulator::names`]: the two keys and the port
+/// prefix of the computed env file), with the value docker ends up with for either name, so a
+/// slim image of either generation finds what it reads. Every such value goes by name through
+/// docker's environment, as the keys do; the two env files are parsed for it (nothing in them
+/// runs).
+pub fn smoke_command(config: &Config) -> Result<DockerCommand> {
+    let mut run = config
+        .docker
+        .command(["run", "--rm", "--name", config.smoke_container.as_str()])
+        .args(["--network", "host", "--env-file"])
         .arg(&config.build_env)
         .arg("--env-file")
         .arg(&config.computed_env);
@@ -241,14 +236,7 @@ fn smoke_test<W: Write>(
     for (key, value) in &keys {
         run = run.secret_env(key, value);
     }
-    run = run.args([
-        "-e",
-        "STACK_SKIP_MIGRATIONS=true",
-        "-e",
-        "STACK_SKIP_SEED_SCRIPT=true",
-        "-e",
-        "STACK_RUNTIME_WORK_DIR=/app",
-    ]);
+    run = run.args(SMOKE_FIXED.iter().flat_map(|var| ["-e", var]));
     // docker reads the env files first, then the -e flags: the same order here.
     let files = [
         envfile::read_optional(&config.build_env)?,
@@ -263,9 +251,42 @@ fn smoke_test<W: Write>(
     for (name, value) in names::aliases(given) {
         run = run.secret_env(name, value);
     }
-    let run = run
+    Ok(run
         .args(volume_args())
-        .args(["-d", config.slim_image.as_str()]);
+        .args(["-d", config.slim_image.as_str()]))
+}
+
+/// Step 3's commands: `docker create` of the flatten container, then `docker export` of it
+/// piped into `docker import`.
+pub fn flatten_commands(config: &Config) -> [DockerCommand; 3] {
+    let docker = &config.docker;
+    let name = config.flatten_container.as_str();
+    let create = docker.command(["create", "--name", name, &config.slim_image, "/bin/true"]);
+    let import = docker
+        .command(["import"])
+        .args(
+            IMPORT_CHANGES
+                .iter()
+                .flat_map(|change| ["--change", change]),
+        )
+        .args(["-", config.rebuild.final_image.as_str()]);
+    [create, docker.command(["export", name]), import]
+}
+
+/// Step 2 ([`smoke_command`]); returns 0, 1 (failed, diagnostics logged) or 128+N.
+fn smoke_test<W: Write>(
+    config: &Config,
+    interrupt: &Interrupt,
+    log: &mut ProvisionLog<W>,
+) -> Result<u8> {
+    let docker = &config.docker;
+    let name = config.smoke_container.as_str();
+    say(log, "Running smoke test on slim image...");
+    if docker.container_exists(name)? {
+        note(log, &format!("removing stale container {name}"));
+        docker.stop_and_remove(name, config.stop_timeout)?;
+    }
+    let run = smoke_command(config)?;
     let outcome = match run.read() {
         Ok(_) => smoke_wait(config, interrupt, log),
         Err(err) => Err(err),
@@ -390,35 +411,19 @@ fn flatten<W: Write>(config: &Config, log: &mut ProvisionLog<W>) -> Result<()> {
         note(log, &format!("removing stale container {name}"));
         docker.remove_container(name)?;
     }
-    docker
-        .command([
-            "create",
-            "--name",
-            name,
-            config.slim_image.as_str(),
-            "/bin/true",
-        ])
-        .read()?;
-    let mut import = docker.command(["import"]);
-    for change in IMPORT_CHANGES {
-        import = import.args(["--change", change]);
-    }
-    let import = import.args(["-", config.rebuild.final_image.as_str()]);
-    let piped = docker.command(["export", name]).pipe_with_progress(
-        &import,
-        config.progress_every,
-        |elapsed, pid| {
-            let bytes = io_bytes(pid, Io::Written).map(|b| format!("{} exported, ", mib(b)));
-            note(
-                log,
-                &format!(
-                    "flatten: {}{}s",
-                    bytes.unwrap_or_default(),
-                    elapsed.as_secs()
-                ),
-            );
-        },
-    );
+    let [create, export, import] = flatten_commands(config);
+    create.read()?;
+    let piped = export.pipe_with_progress(&import, config.progress_every, |elapsed, pid| {
+        let bytes = io_bytes(pid, Io::Written).map(|b| format!("{} exported, ", mib(b)));
+        note(
+            log,
+            &format!(
+                "flatten: {}{}s",
+                bytes.unwrap_or_default(),
+                elapsed.as_secs()
+            ),
+        );
+    });
     let removed = docker.remove_container(name);
     piped?;
     removed?;

@@ -226,7 +226,6 @@ impl DockerCommand {
         self
     }
 
-    /// The program and its arguments, as `execve` receives them.
     /// The program and arguments, for a runner of its own (the diagnostics streamer). Only for
     /// commands that carry no secret: the environment is not part of an argv.
     pub fn into_argv(self) -> Vec<OsString> {
@@ -237,6 +236,7 @@ impl DockerCommand {
         std::iter::once(self.program).chain(self.args).collect()
     }
 
+    /// The program and its arguments, as `execve` receives them.
     pub fn argv(&self) -> Vec<&OsStr> {
         std::iter::once(self.program.as_os_str())
             .chain(self.args.iter().map(OsString::as_os_str))
