@@ -475,17 +475,13 @@ pub fn load_image<W: Write>(
 ) -> Result<Loaded> {
     let shown = path.display().to_string();
     let (file, total, expected) = open_image(path, &shown)?;
+    let checking = match expected {
+        Some(_) => ", checking its sha256",
+        None => "",
+    };
     say(
         log,
-        &format!(
-            "loading {shown} ({}{}) into docker",
-            size(total),
-            if expected.is_some() {
-                ", checking its sha256"
-            } else {
-                ""
-            }
-        ),
+        &format!("loading {shown} ({}{checking}) into docker", size(total)),
     );
     let read = AtomicU64::new(0);
     let failed = AtomicBool::new(false);

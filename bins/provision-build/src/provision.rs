@@ -216,6 +216,7 @@ impl Pipeline {
         })
     }
 
+    /// Runs `step`, logs its line, and on a fatal failure its error line and dump.
     fn step(&mut self, step: &Step) -> Result<(), Failed> {
         if let Some(signal) = self.runner.pending_signal() {
             self.say_anyway(&format!("stopped by {signal} before step {}", step.name));
@@ -232,30 +233,7 @@ impl Pipeline {
             self.say(line)?;
         }
         let start = Instant::now();
-        let status = match step.action {
-            Action::MountHostFs => {
-                // Set empty, not inherited, until the mount decides.
-                self.set_log_file_env("");
-                let argv = [
-                    self.config.tools_dir.join("mount-host-fs").into(),
-                    "--mount-point".into(),
-                    self.config.host.clone().into(),
-                ];
-                self.runner.run(&argv, Output::Forward)
-            }
-            Action::Tool(name) => {
-                let argv = [self.config.tools_dir.join(name).into()];
-                self.runner.run(&argv, Output::Forward)
-            }
-            Action::Systemctl(args) => {
-                let argv = self.systemctl(args);
-                self.runner.run(&argv, Output::Forward)
-            }
-            Action::Settle => match self.runner.sleep(self.config.qga_settle) {
-                Some(signal) => Status::Stopped(signal),
-                None => Status::Ended(ExitStatus::from_raw(0)),
-            },
-        };
+        let status = self.act(step.action);
         let took = start.elapsed();
         let stopped = matches!(status, Status::Stopped(_));
         let (fatal, note) = match step.on_failure {
@@ -289,20 +267,54 @@ impl Pipeline {
         };
         self.say_anyway(&line);
         if let (OnFailure::Abort { error, dump }, false) = (step.on_failure, stopped) {
-            self.say_anyway(error);
-            if let Some((prefix, args)) = dump {
-                let argv = self.systemctl(args);
-                let log_file = self.log_file.clone();
-                self.runner.run(
-                    &argv,
-                    Output::Log {
-                        prefix,
-                        log_file: log_file.as_deref(),
-                    },
-                );
-            }
+            self.abort(error, dump);
         }
         Err(Failed(code))
+    }
+
+    /// Carries out a step's action.
+    fn act(&mut self, action: Action) -> Status {
+        match action {
+            Action::MountHostFs => {
+                // Set empty, not inherited, until the mount decides.
+                self.set_log_file_env("");
+                let argv = [
+                    self.config.tools_dir.join("mount-host-fs").into(),
+                    "--mount-point".into(),
+                    self.config.host.clone().into(),
+                ];
+                self.runner.run(&argv, Output::Forward)
+            }
+            Action::Tool(name) => {
+                let argv = [self.config.tools_dir.join(name).into()];
+                self.runner.run(&argv, Output::Forward)
+            }
+            Action::Systemctl(args) => {
+                let argv = self.systemctl(args);
+                self.runner.run(&argv, Output::Forward)
+            }
+            Action::Settle => match self.runner.sleep(self.config.qga_settle) {
+                Some(signal) => Status::Stopped(signal),
+                None => Status::Ended(ExitStatus::from_raw(0)),
+            },
+        }
+    }
+
+    /// An aborting step's error line, then its dump: `systemctl ARGS` into the log, each line
+    /// with `prefix`.
+    fn abort(&mut self, error: &str, dump: Option<(&str, &[&str])>) {
+        self.say_anyway(error);
+        if let Some((prefix, args)) = dump {
+            let argv = self.systemctl(args);
+            let log_file = self.log_file.clone();
+            self.runner.run(
+                &argv,
+                Output::Log {
+                    prefix,
+                    log_file: log_file.as_deref(),
+                },
+            );
+        }
     }
 
     fn systemctl(&self, args: &[&str]) -> Vec<OsString> {

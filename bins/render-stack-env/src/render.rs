@@ -169,89 +169,109 @@ pub fn is_port_prefix(value: &str) -> bool {
             .all(|suffix| is_port(&format!("{value}{suffix}")))
 }
 
-/// The computed block, in the original's order with the original's values.
+/// The computed block, in the original's order with the original's values. Each value is a
+/// template for [`fill`]: `{p}` is the port prefix, `{d}` the deps host, `{host}` the host
+/// folder, `{backend}`, `{dashboard}`, `{minio}` and `{mock_oauth}` the host ports.
+const COMPUTED: &[(&str, &str)] = &[
+    ("STACK_SKIP_MIGRATIONS", "true"),
+    ("STACK_SKIP_SEED_SCRIPT", "true"),
+    (PREFIX_VAR.hexclave, "{p}"),
+    ("STACK_RUNTIME_WORK_DIR", "/app"),
+    ("STACK_LOCAL_EMULATOR_HOST_MOUNT_ROOT", "{host}"),
+    ("NEXT_PUBLIC_STACK_API_URL", "http://localhost:{backend}"),
+    (
+        "NEXT_PUBLIC_STACK_DASHBOARD_URL",
+        "http://localhost:{dashboard}",
+    ),
+    (
+        "NEXT_PUBLIC_BROWSER_STACK_API_URL",
+        "http://localhost:{backend}",
+    ),
+    (
+        "NEXT_PUBLIC_BROWSER_STACK_DASHBOARD_URL",
+        "http://localhost:{dashboard}",
+    ),
+    ("NEXT_PUBLIC_SERVER_STACK_API_URL", "http://127.0.0.1:{p}02"),
+    (
+        "NEXT_PUBLIC_SERVER_STACK_DASHBOARD_URL",
+        "http://127.0.0.1:{p}01",
+    ),
+    (
+        "NEXT_PUBLIC_STACK_SVIX_SERVER_URL",
+        "http://localhost:{backend}",
+    ),
+    (
+        "STACK_DATABASE_CONNECTION_STRING",
+        "postgres://postgres:PASSWORD-PLACEHOLDER--uqfEC1hmmv@{d}:5432/stackframe",
+    ),
+    ("STACK_EMAIL_HOST", "{d}"),
+    ("STACK_SVIX_SERVER_URL", "http://{d}:8071"),
+    ("STACK_S3_ENDPOINT", "http://{d}:9090"),
+    (
+        "STACK_S3_PUBLIC_ENDPOINT",
+        "http://localhost:{minio}/stack-storage",
+    ),
+    ("STACK_QSTASH_URL", "http://{d}:8080"),
+    ("STACK_CLICKHOUSE_URL", "http://{d}:8123"),
+    (
+        "STACK_EMAIL_MONITOR_VERIFICATION_CALLBACK_URL",
+        "http://localhost:{dashboard}/handler/email-verification",
+    ),
+    ("STACK_EMAIL_MONITOR_INBUCKET_API_URL", "http://{d}:9001"),
+    ("STACK_OAUTH_MOCK_URL", "http://localhost:{mock_oauth}"),
+    ("STACK_OAUTH_MOCK_PORT", "{mock_oauth}"),
+    ("STACK_FREESTYLE_API_ENDPOINT", "http://{d}:8180"),
+    ("STACK_STRIPE_MOCK_PORT", "12111"),
+    (
+        "NEXT_PUBLIC_STACK_STRIPE_PUBLISHABLE_KEY",
+        "pk_test_mock_publishable_key_for_local_emulator",
+    ),
+    ("BACKEND_PORT", "{p}02"),
+    ("DASHBOARD_PORT", "{p}01"),
+];
+
+/// The computed block for `ports`.
 pub fn computed(ports: &Ports) -> Vec<(&'static str, String)> {
-    let Ports {
-        prefix: p,
-        backend,
-        dashboard,
-        minio,
-        mock_oauth,
-        ..
-    } = ports;
-    let d = DEPS_HOST;
-    vec![
-        ("STACK_SKIP_MIGRATIONS", "true".into()),
-        ("STACK_SKIP_SEED_SCRIPT", "true".into()),
-        (PREFIX_VAR.hexclave, p.clone()),
-        ("STACK_RUNTIME_WORK_DIR", "/app".into()),
-        (
-            "STACK_LOCAL_EMULATOR_HOST_MOUNT_ROOT",
-            shared::emulator::HOST_DIR.into(),
-        ),
-        (
-            "NEXT_PUBLIC_STACK_API_URL",
-            format!("http://localhost:{backend}"),
-        ),
-        (
-            "NEXT_PUBLIC_STACK_DASHBOARD_URL",
-            format!("http://localhost:{dashboard}"),
-        ),
-        (
-            "NEXT_PUBLIC_BROWSER_STACK_API_URL",
-            format!("http://localhost:{backend}"),
-        ),
-        (
-            "NEXT_PUBLIC_BROWSER_STACK_DASHBOARD_URL",
-            format!("http://localhost:{dashboard}"),
-        ),
-        (
-            "NEXT_PUBLIC_SERVER_STACK_API_URL",
-            format!("http://127.0.0.1:{p}02"),
-        ),
-        (
-            "NEXT_PUBLIC_SERVER_STACK_DASHBOARD_URL",
-            format!("http://127.0.0.1:{p}01"),
-        ),
-        (
-            "NEXT_PUBLIC_STACK_SVIX_SERVER_URL",
-            format!("http://localhost:{backend}"),
-        ),
-        (
-            "STACK_DATABASE_CONNECTION_STRING",
-            format!("postgres://postgres:PASSWORD-PLACEHOLDER--uqfEC1hmmv@{d}:5432/stackframe"),
-        ),
-        ("STACK_EMAIL_HOST", d.into()),
-        ("STACK_SVIX_SERVER_URL", format!("http://{d}:8071")),
-        ("STACK_S3_ENDPOINT", format!("http://{d}:9090")),
-        (
-            "STACK_S3_PUBLIC_ENDPOINT",
-            format!("http://localhost:{minio}/stack-storage"),
-        ),
-        ("STACK_QSTASH_URL", format!("http://{d}:8080")),
-        ("STACK_CLICKHOUSE_URL", format!("http://{d}:8123")),
-        (
-            "STACK_EMAIL_MONITOR_VERIFICATION_CALLBACK_URL",
-            format!("http://localhost:{dashboard}/handler/email-verification"),
-        ),
-        (
-            "STACK_EMAIL_MONITOR_INBUCKET_API_URL",
-            format!("http://{d}:9001"),
-        ),
-        (
-            "STACK_OAUTH_MOCK_URL",
-            format!("http://localhost:{mock_oauth}"),
-        ),
-        ("STACK_OAUTH_MOCK_PORT", mock_oauth.clone()),
-        ("STACK_FREESTYLE_API_ENDPOINT", format!("http://{d}:8180")),
-        ("STACK_STRIPE_MOCK_PORT", "12111".into()),
-        (
-            "NEXT_PUBLIC_STACK_STRIPE_PUBLISHABLE_KEY",
-            "pk_test_mock_publishable_key_for_local_emulator".into(),
-        ),
-        ("BACKEND_PORT", format!("{p}02")),
-        ("DASHBOARD_PORT", format!("{p}01")),
-    ]
+    let values = [
+        ("p", ports.prefix.as_str()),
+        ("d", DEPS_HOST),
+        ("host", shared::emulator::HOST_DIR),
+        ("backend", &ports.backend),
+        ("dashboard", &ports.dashboard),
+        ("minio", &ports.minio),
+        ("mock_oauth", &ports.mock_oauth),
+    ];
+    COMPUTED
+        .iter()
+        .map(|&(key, template)| (key, fill(template, &values)))
+        .collect()
+}
+
+/// `template` with each `{name}` of `values` replaced by its value, in one pass (a value is
+/// never read as a template).
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let known = after.find('}').and_then(|close| {
+            let value = values.iter().find(|(name, _)| *name == &after[..close])?.1;
+            Some((value, close))
+        });
+        match known {
+            Some((value, close)) => {
+                out.push_str(value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Everything of the output except the keys, validated: rendering cannot fail after this, so

@@ -110,50 +110,10 @@ fn name_of(key: &[u8]) -> Option<(usize, &'static str)> {
 pub fn parse(input: &[u8]) -> Result<Secrets> {
     let mut found: [Vec<Seen>; 4] = Default::default();
     for (index, line) in input.split(|&b| b == b'\n').enumerate() {
-        let number = index + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
+        if !line.is_empty() {
+            accept(&mut found, index + 1, line)?;
         }
-        let Some(eq) = line.iter().position(|&b| b == b'=') else {
-            return Err(reject(
-                number,
-                "expected KEY=VALUE, found no `=` (the line is not shown: it may hold a secret)",
-            ));
-        };
-        let (key, value) = (&line[..eq], &line[eq + 1..]);
-        let Some((slot, name)) = name_of(key) else {
-            return Err(reject(number, unknown_key(key)));
-        };
-        let seen = &mut found[slot];
-        if let Some(first) = seen.iter().find(|s| s.name == name) {
-            return Err(reject(
-                number,
-                format!(
-                    "{name} is given a second time (first on line {})",
-                    first.line
-                ),
-            ));
-        }
-        check_value(value).map_err(|why| reject(number, format!("{name}: {why}")))?;
-        // check_value accepted only ASCII hex digits, so this cannot fail.
-        let value = String::from_utf8_lossy(value).into_owned();
-        if let Some(other) = seen.first().filter(|other| other.value != value) {
-            return Err(reject(
-                number,
-                format!(
-                    "{name} has a different value than {} on line {}; they are the Hexclave \
-                     and the Stack Auth name of one key: send one of them, or both with the \
-                     same value (the values are not shown)",
-                    other.name, other.line
-                ),
-            ));
-        }
-        seen.push(Seen {
-            line: number,
-            name,
-            value,
-        });
     }
     let missing: Vec<String> = KEYS
         .iter()
@@ -179,6 +139,50 @@ pub fn parse(input: &[u8]) -> Result<Secrets> {
             .unwrap_or_default()
     });
     Ok(Secrets([a, b, c, d]))
+}
+
+/// Checks line `number` (`KEY=VALUE`, not empty) against what `found` holds, and records it.
+fn accept(found: &mut [Vec<Seen>; 4], number: usize, line: &[u8]) -> Result<()> {
+    let Some(eq) = line.iter().position(|&b| b == b'=') else {
+        return Err(reject(
+            number,
+            "expected KEY=VALUE, found no `=` (the line is not shown: it may hold a secret)",
+        ));
+    };
+    let (key, value) = (&line[..eq], &line[eq + 1..]);
+    let Some((slot, name)) = name_of(key) else {
+        return Err(reject(number, unknown_key(key)));
+    };
+    let seen = &mut found[slot];
+    if let Some(first) = seen.iter().find(|s| s.name == name) {
+        return Err(reject(
+            number,
+            format!(
+                "{name} is given a second time (first on line {})",
+                first.line
+            ),
+        ));
+    }
+    check_value(value).map_err(|why| reject(number, format!("{name}: {why}")))?;
+    // check_value accepted only ASCII hex digits, so this cannot fail.
+    let value = String::from_utf8_lossy(value).into_owned();
+    if let Some(other) = seen.first().filter(|other| other.value != value) {
+        return Err(reject(
+            number,
+            format!(
+                "{name} has a different value than {} on line {}; they are the Hexclave \
+                 and the Stack Auth name of one key: send one of them, or both with the \
+                 same value (the values are not shown)",
+                other.name, other.line
+            ),
+        ));
+    }
+    seen.push(Seen {
+        line: number,
+        name,
+        value,
+    });
+    Ok(())
 }
 
 /// Why a key is refused. The key is shown only when it looks like a variable name and not like

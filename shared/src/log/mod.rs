@@ -268,12 +268,6 @@ impl<W: Write> ProvisionLog<W> {
     /// is logged and everything flushed, and the signal is returned for the caller to exit
     /// 128+N. `None` when stdin ended.
     pub fn stream_stdin_until_signal(&mut self, prefix: &[u8]) -> Result<Option<Signal>> {
-        enum Message {
-            Data(Vec<u8>),
-            End,
-            Failed(io::Error),
-            Signal(Signal),
-        }
         // Before the reader thread starts, so that it inherits the blocked signals.
         signal::take_over()?;
         let (tx, rx) = mpsc::channel();
@@ -286,27 +280,7 @@ impl<W: Write> ProvisionLog<W> {
                     .send(Message::Signal(sig));
             })
         };
-        // One chunk in flight at a time: memory stays bounded however fast stdin is.
-        let (ack_tx, ack_rx) = mpsc::sync_channel::<()>(1);
-        std::thread::Builder::new()
-            .name("stdin".into())
-            .spawn(move || {
-                let mut stdin = io::stdin().lock();
-                let mut buf = vec![0u8; READ_CHUNK];
-                loop {
-                    let message = match stdin.read(&mut buf) {
-                        Ok(0) => Message::End,
-                        Ok(n) => Message::Data(buf[..n].to_vec()),
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(err) => Message::Failed(err),
-                    };
-                    let more = matches!(message, Message::Data(_));
-                    if tx.send(message).is_err() || !more || ack_rx.recv().is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|err| Error::new("starting the stdin reader", err))?;
+        let ack_tx = read_stdin(tx)?;
         let tag = [prefix, b": "].concat();
         let mut line = LineSplitter::default();
         loop {
@@ -397,6 +371,41 @@ impl LineSplitter {
             self.partial.clear();
         }
     }
+}
+
+/// What the stdin reader and the signal handler send [`ProvisionLog::stream_stdin_until_signal`].
+enum Message {
+    Data(Vec<u8>),
+    End,
+    Failed(io::Error),
+    Signal(Signal),
+}
+
+/// Reads this process's stdin on a thread of its own, sending each chunk to `tx`, then the end
+/// or the error. One chunk is in flight at a time, so memory stays bounded however fast stdin
+/// is: the reader waits for a `()` on the returned sender before it reads on.
+fn read_stdin(tx: mpsc::Sender<Message>) -> Result<mpsc::SyncSender<()>> {
+    let (ack_tx, ack_rx) = mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = io::stdin().lock();
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                let message = match stdin.read(&mut buf) {
+                    Ok(0) => Message::End,
+                    Ok(n) => Message::Data(buf[..n].to_vec()),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => Message::Failed(err),
+                };
+                let more = matches!(message, Message::Data(_));
+                if tx.send(message).is_err() || !more || ack_rx.recv().is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|err| Error::new("starting the stdin reader", err))?;
+    Ok(ack_tx)
 }
 
 #[cfg(test)]

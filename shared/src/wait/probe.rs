@@ -469,32 +469,14 @@ const OUTPUT_TAIL: usize = 4096;
 
 fn command(argv: &[OsString], budget: Duration, children: &Registry) -> Answer {
     let program = argv.first().cloned().unwrap_or_default();
-    let (mut child, mut output) = match children.spawn(argv) {
+    let (mut child, output) = match children.spawn(argv) {
         Ok(spawned) => spawned,
         Err(err) => return Answer::Failed(process::describe_spawn_error(&program, &err)),
     };
     let pid = child.id();
     // The output is read on the side (a chatty command must not block on a full pipe), and
     // the exit status is awaited on the side, so that this thread can keep the time.
-    let (out_tx, out_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tail = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match output.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.len() > 2 * OUTPUT_TAIL {
-                        tail.drain(..tail.len() - OUTPUT_TAIL);
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
-        let _ = out_tx.send(tail);
-    });
+    let out_rx = read_tail(output);
     let (status_tx, status_rx) = mpsc::channel();
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -532,6 +514,31 @@ fn command(argv: &[OsString], budget: Duration, children: &Registry) -> Answer {
             Err(err) => Answer::Failed(format!("waiting for {}: {err}", program.to_string_lossy())),
         }
     })
+}
+
+/// Reads `output` to its end on a thread of its own; the last [`OUTPUT_TAIL`] bytes or more
+/// arrive on the receiver then.
+fn read_tail(mut output: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match output.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 2 * OUTPUT_TAIL {
+                        tail.drain(..tail.len() - OUTPUT_TAIL);
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(tail);
+    });
+    rx
 }
 
 /// The last non-blank line of `bytes`, trimmed and cut to a readable length.
