@@ -166,7 +166,8 @@ pub struct Config {
     pub slim_image: String,
     pub state_file: PathBuf,
     pub free_space: zero_fill::Config,
-    /// Exit with [`CRASH_EXIT`] right after this step's action, before it is recorded.
+    /// Exit with [`CRASH_EXIT`] right after this step's action, before it is recorded. Has no
+    /// effect unless built with the `test-hooks` feature (tests only).
     pub crash_after: Option<Step>,
 }
 
@@ -450,6 +451,7 @@ impl<W: Write> Rebuild<'_, W> {
             {
                 return Ok(code);
             }
+            #[cfg(feature = "test-hooks")]
             if self.config.crash_after == Some(step) {
                 return Err(Error::new(
                     format!("crash injected after step {step}"),
