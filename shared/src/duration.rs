@@ -49,6 +49,17 @@ pub fn seconds(d: Duration) -> String {
     }
 }
 
+/// A duration as an option's default shows it (`--help`, `[default: 300s]`) and the parser
+/// reads it back: whole seconds as `300s`, shorter ones as `100ms`, others as `2.5s`.
+pub fn text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 && ms > 0 {
+        format!("{ms}ms")
+    } else {
+        seconds(d)
+    }
+}
+
 /// A budget in an error message, to a tenth of a second: an attempt cut to the time left gets
 /// 2.9996 s, and `no answer within 3s` is what the reader needs.
 pub fn about_seconds(d: Duration) -> String {
@@ -74,6 +85,22 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse("-1").unwrap_err(), "must not be negative");
+    }
+
+    #[test]
+    fn default_texts_read_back_as_the_same_duration() {
+        for (ms, shown) in [
+            (100, "100ms"),
+            (400, "400ms"),
+            (2000, "2s"),
+            (2500, "2.5s"),
+            (1_500_000, "1500s"),
+            (0, "0s"),
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(text(d), shown);
+            assert_eq!(parse(shown), Ok(d));
+        }
     }
 
     #[test]

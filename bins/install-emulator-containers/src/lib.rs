@@ -14,6 +14,7 @@ use shared::cli::args::Checked;
 use shared::cli::help::{self, Help};
 use shared::docker::{DEFAULT_PROGRAM, Docker};
 use shared::duration::parse as duration;
+use shared::duration::text;
 use shared::os::blockdev::{self, Disk, Lookup};
 
 const TOOL: &str = install::TOOL;
@@ -104,15 +105,15 @@ pub struct Args {
     pub docker: OsString,
 
     /// How long to wait for `docker info` to answer.
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = Checked(duration))]
+    #[arg(long, value_name = "DURATION", default_value = text(install::DEFAULT_DOCKER_TIMEOUT), value_parser = Checked(duration))]
     pub docker_timeout: Duration,
 
     /// How long one `docker info` may take before it is killed and tried again.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = Checked(duration))]
+    #[arg(long, value_name = "DURATION", default_value = text(install::DEFAULT_ATTEMPT_TIMEOUT), value_parser = Checked(duration))]
     pub attempt_timeout: Duration,
 
     /// How often a progress line is logged while img.tgz loads.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Checked(duration))]
+    #[arg(long, value_name = "DURATION", default_value = text(install::DEFAULT_PROGRESS_INTERVAL), value_parser = Checked(duration))]
     pub progress_interval: Duration,
 
     /// Where build.env is copied.

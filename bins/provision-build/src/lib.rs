@@ -16,6 +16,7 @@ use crate::provision::Config;
 use clap::{CommandFactory, Parser};
 use shared::cli::args::{self, Checked, Words};
 use shared::cli::help::{self, Help};
+use shared::duration::text;
 
 const TOOL: &str = provision::TOOL;
 
@@ -142,23 +143,23 @@ pub struct Args {
     pub force_poweroff: Words,
 
     /// How long from the failure block to --shutdown.
-    #[arg(long, value_name = "DURATION", default_value = provision::DEFAULT_SHUTDOWN_DELAY,
+    #[arg(long, value_name = "DURATION", default_value = text(provision::DEFAULT_SHUTDOWN_DELAY),
           value_parser = Checked(shared::duration::parse))]
     pub shutdown_delay: Duration,
 
     /// How long from the failure block to --force-poweroff.
-    #[arg(long, value_name = "DURATION", default_value = provision::DEFAULT_FORCE_POWEROFF_DELAY,
+    #[arg(long, value_name = "DURATION", default_value = text(provision::DEFAULT_FORCE_POWEROFF_DELAY),
           value_parser = Checked(shared::duration::parse))]
     pub force_poweroff_delay: Duration,
 
     /// Capture mode: how long between restarting qemu-guest-agent and asking whether it is
     /// active.
-    #[arg(long, value_name = "DURATION", default_value = provision::DEFAULT_QGA_SETTLE,
+    #[arg(long, value_name = "DURATION", default_value = text(provision::DEFAULT_QGA_SETTLE),
           value_parser = Checked(shared::duration::parse))]
     pub qga_settle: Duration,
 
     /// How long a step stopped by a signal gets between SIGTERM and SIGKILL.
-    #[arg(long, value_name = "DURATION", default_value = provision::DEFAULT_STOP_GRACE,
+    #[arg(long, value_name = "DURATION", default_value = text(provision::DEFAULT_STOP_GRACE),
           value_parser = Checked(shared::duration::parse))]
     pub stop_grace: Duration,
 

@@ -59,10 +59,10 @@ pub const DEFAULT_CONSOLES: &[&str] = &["/dev/console", "/dev/ttyAMA0", "/dev/tt
 pub const DEFAULT_SYSTEMCTL: &str = "systemctl";
 pub const DEFAULT_SHUTDOWN: &str = "shutdown -P now";
 pub const DEFAULT_FORCE_POWEROFF: &str = "poweroff -f";
-pub const DEFAULT_SHUTDOWN_DELAY: &str = "2s";
-pub const DEFAULT_FORCE_POWEROFF_DELAY: &str = "15s";
-pub const DEFAULT_QGA_SETTLE: &str = "2s";
-pub const DEFAULT_STOP_GRACE: &str = "10s";
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(2);
+pub const DEFAULT_FORCE_POWEROFF_DELAY: Duration = Duration::from_secs(15);
+pub const DEFAULT_QGA_SETTLE: Duration = Duration::from_secs(2);
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything provision-build can be told; the tool's flags.
 #[derive(Debug, Clone)]

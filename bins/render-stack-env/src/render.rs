@@ -58,7 +58,7 @@ pub const INBUCKET_PORT: &str = "STACK_EMULATOR_INBUCKET_HOST_PORT";
 pub const MOCK_OAUTH_PORT: &str = "STACK_EMULATOR_MOCK_OAUTH_HOST_PORT";
 
 /// Container-local dependencies run on the loopback.
-const DEPS_HOST: &str = "127.0.0.1";
+const DEPS_HOST: &str = shared::emulator::LOOPBACK;
 
 /// Where the container's ports come from, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use clap::{CommandFactory, Parser};
 use shared::cli::args;
 use shared::cli::args::Checked;
 use shared::cli::help::{self, Help};
+use shared::duration::text;
 use shared::error::Error;
 use shared::os::interrupt::Interrupt;
 use shared::wait::spec;
@@ -81,11 +82,11 @@ pub struct Args {
     pub init_marker: String,
 
     /// How long to wait for the init-services marker.
-    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = Checked(shared::duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = text(migrations::DEFAULT_INIT_TIMEOUT), value_parser = Checked(shared::duration::parse))]
     pub init_timeout: Duration,
 
     /// How long to wait for the deps (wait-for-deps' STACK_DEPS_TIMEOUT).
-    #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = "1500s",
+    #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = text(deps::DEFAULT_TIMEOUT),
           value_parser = Checked(shared::duration::parse))]
     pub deps_timeout: Duration,
 
@@ -94,11 +95,11 @@ pub struct Args {
     pub targets: Vec<Target>,
 
     /// How long `docker stop` gives the container to exit before killing it.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Checked(shared::duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = text(migrations::DEFAULT_STOP_TIMEOUT), value_parser = Checked(shared::duration::parse))]
     pub stop_timeout: Duration,
 
     /// The docker client program.
-    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    #[arg(long, value_name = "PROGRAM", default_value = shared::docker::DEFAULT_PROGRAM)]
     pub docker: OsString,
 }
 

@@ -34,9 +34,9 @@ use wait_for_deps::deps;
 
 pub const TOOL: &str = "run-build-migrations";
 /// The image the deps container runs.
-pub const DEFAULT_IMAGE: &str = "stack-local-emulator";
+pub const DEFAULT_IMAGE: &str = shared::emulator::IMAGE;
 /// The deps container's name.
-pub const DEFAULT_CONTAINER: &str = "stack-build-init";
+pub const DEFAULT_CONTAINER: &str = shared::emulator::DEPS_CONTAINER;
 /// The file `init-services.sh` creates inside the container when it is done.
 pub const DEFAULT_INIT_MARKER: &str = "/var/run/stack-local-init-services.done";
 /// How long `init-services.sh` may take once the deps answer.

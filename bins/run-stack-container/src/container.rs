@@ -37,8 +37,8 @@ use shared::error::{Error, Result};
 use shared::os::signal;
 
 pub const TOOL: &str = "run-stack-container";
-pub const DEFAULT_CONTAINER: &str = "stack";
-pub const DEFAULT_IMAGE: &str = "stack-local-emulator";
+pub const DEFAULT_CONTAINER: &str = shared::emulator::CONTAINER;
+pub const DEFAULT_IMAGE: &str = shared::emulator::IMAGE;
 /// The runtime.env entry naming the VM's folder under the host mount.
 pub const VM_DIR_VAR: &str = "STACK_EMULATOR_VM_DIR_HOST";
 /// The container's log in the VM folder.

@@ -18,6 +18,7 @@ use shared::cli::args::Checked;
 use shared::cli::args::{self, Words};
 use shared::cli::help::{self, Help};
 use shared::docker::Docker;
+use shared::duration::text;
 use shared::os::interrupt::Interrupt;
 use shared::wait::spec;
 
@@ -114,11 +115,11 @@ pub struct Args {
     pub smoke_container: String,
 
     /// The backend port the smoke test probes on 127.0.0.1.
-    #[arg(long, value_name = "PORT", default_value = "8102", value_parser = Checked(spec::port))]
+    #[arg(long, value_name = "PORT", default_value_t = slim::DEFAULT_SMOKE_PORT, value_parser = Checked(spec::port))]
     pub smoke_port: u16,
 
     /// How long the backend may take to answer 200.
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = Checked(shared::duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = text(slim::DEFAULT_SMOKE_TIMEOUT), value_parser = Checked(shared::duration::parse))]
     pub smoke_timeout: Duration,
 
     /// The flatten container's name.
@@ -132,11 +133,11 @@ pub struct Args {
     /// When to write zeros over the free space: auto (unless the disk takes discards and the
     /// trim succeeds; the host's disk must pass them on, as QEMU's discard=unmap does), always
     /// (the original's), never (the trim alone).
-    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = Checked(zero_fill::Mode::parse))]
+    #[arg(long, value_name = "WHEN", default_value_t = zero_fill::Mode::Auto, value_parser = Checked(zero_fill::Mode::parse))]
     pub zero_fill: zero_fill::Mode,
 
     /// Where sysfs is mounted (read to learn whether the disk takes discards).
-    #[arg(long, value_name = "DIR", default_value = "/sys", hide = true)]
+    #[arg(long, value_name = "DIR", default_value = zero_fill::DEFAULT_SYSFS, hide = true)]
     pub sysfs: PathBuf,
 
     /// The file the zero-fill writes (and removes).
@@ -144,7 +145,7 @@ pub struct Args {
     pub fill_file: PathBuf,
 
     /// The size of each zero-fill write.
-    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = Checked(size))]
+    #[arg(long, value_name = "SIZE", default_value = size_text(zero_fill::DEFAULT_BLOCK_SIZE), value_parser = Checked(size))]
     pub fill_block_size: usize,
 
     /// The trim command after the zero-fill (empty: none).
@@ -152,11 +153,11 @@ pub struct Args {
     pub fstrim_command: Words,
 
     /// How often long steps log their progress.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Checked(args::positive_duration))]
+    #[arg(long, value_name = "DURATION", default_value = text(slim::DEFAULT_PROGRESS_INTERVAL), value_parser = Checked(args::positive_duration))]
     pub progress_interval: Duration,
 
     /// How long `docker stop` gives a container before killing it.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Checked(shared::duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = text(slim::DEFAULT_STOP_TIMEOUT), value_parser = Checked(shared::duration::parse))]
     pub stop_timeout: Duration,
 
     /// Print every step and command a run would carry out, and change nothing.
@@ -164,7 +165,7 @@ pub struct Args {
     pub dry_run: bool,
 
     /// The docker client program.
-    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    #[arg(long, value_name = "PROGRAM", default_value = shared::docker::DEFAULT_PROGRAM)]
     pub docker: OsString,
 
     #[command(flatten)]
@@ -192,6 +193,18 @@ impl TestHooks {
         return self.crash_after;
         #[cfg(not(feature = "test-hooks"))]
         return None;
+    }
+}
+
+/// `bytes` as [`size`] reads it: with the largest of K, M or G that divides it.
+fn size_text(bytes: usize) -> String {
+    let units = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    match units
+        .iter()
+        .find(|(factor, _)| bytes > 0 && bytes % factor == 0)
+    {
+        Some((factor, unit)) => format!("{}{unit}", bytes / factor),
+        None => bytes.to_string(),
     }
 }
 
@@ -314,6 +327,15 @@ mod tests {
         assert_eq!(size("4096"), Ok(4096));
         for bad in ["", "0", "4X", "M", "2G", "-1", "1.5M"] {
             assert!(size(bad).is_err(), "{bad:?}");
+        }
+        for (bytes, text) in [
+            (1 << 20, "1M"),
+            (3 << 10, "3K"),
+            (1 << 30, "1G"),
+            (1000, "1000"),
+        ] {
+            assert_eq!(size_text(bytes), text);
+            assert_eq!(size(text), Ok(bytes));
         }
     }
 }

@@ -48,18 +48,22 @@ use shared::wait::{self, Event, Options, Outcome, Probe, StatusRule, Target};
 
 pub const TOOL: &str = "slim-docker-image";
 /// The image the slim one is built from, and the name the final image ends up under.
-pub const DEFAULT_IMAGE: &str = "stack-local-emulator";
+pub const DEFAULT_IMAGE: &str = shared::emulator::IMAGE;
 pub const DEFAULT_SLIM_IMAGE: &str = "stack-local-emulator-slim";
 pub const DEFAULT_FINAL_IMAGE: &str = "stack-local-emulator:final";
 pub const DEFAULT_ARCH_ENV: &str = shared::emulator::BUILD_ARCH_ENV;
 pub const ARCH_KEY: &str = "STACK_EMULATOR_BUILD_ARCH";
 pub const DEFAULT_SMOKE_CONTAINER: &str = "smoke-test";
-pub const DEFAULT_SMOKE_PORT: u16 = 8102;
+pub const DEFAULT_SMOKE_PORT: u16 = shared::emulator::BACKEND_PORT;
 pub const SMOKE_PATH: &str = "/health?db=1";
 pub const DEFAULT_SMOKE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The original's `curl --max-time 3` per attempt.
 pub const SMOKE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_FLATTEN_CONTAINER: &str = "flatten";
+/// How long `docker stop` gives a container before killing it (docker's own default).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often long steps log their progress.
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// How long one diagnostics command may run.
 const DIAGNOSTICS_LIMIT: Duration = Duration::from_secs(60);
 

@@ -30,6 +30,8 @@ use shared::log::progress::{mib, rate};
 pub const DEFAULT_FILE: &str = "/zero.fill";
 /// The size of one write.
 pub const DEFAULT_BLOCK_SIZE: usize = 1024 * 1024;
+/// Where sysfs is mounted.
+pub const DEFAULT_SYSFS: &str = "/sys";
 /// The original's trim command.
 pub const DEFAULT_TRIM: &str = "fstrim -av";
 /// How long the trim command may run before it is killed.
@@ -185,13 +187,27 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn parse(text: &str) -> Result<Mode, String> {
-        match text {
-            "auto" => Ok(Mode::Auto),
-            "always" => Ok(Mode::Always),
-            "never" => Ok(Mode::Never),
-            _ => Err("expected auto, always or never".into()),
+    const ALL: [Mode; 3] = [Mode::Auto, Mode::Always, Mode::Never];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Always => "always",
+            Mode::Never => "never",
         }
+    }
+
+    pub fn parse(text: &str) -> Result<Mode, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|mode| mode.name() == text)
+            .ok_or_else(|| "expected auto, always or never".into())
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

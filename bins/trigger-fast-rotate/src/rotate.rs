@@ -38,7 +38,7 @@ pub const KEYS: [&str; 4] = [
 pub const VALUE_LEN: usize = 64;
 
 /// The container and the program in it that the original called.
-pub const DEFAULT_CONTAINER: &str = "stack";
+pub const DEFAULT_CONTAINER: &str = shared::emulator::CONTAINER;
 pub const ROTATE_PROGRAM: &str = "/usr/local/bin/rotate-secrets";
 
 /// The most stdin read: four lines are about 300 bytes; anything far larger is not the host.

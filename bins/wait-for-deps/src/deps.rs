@@ -22,13 +22,26 @@ use shared::wait::{Event, Options, Outcome, Target};
 
 pub const TOOL: &str = "wait-for-deps";
 /// The container whose log the diagnostics show.
-pub const DEFAULT_CONTAINER: &str = "stack-build-init";
+pub const DEFAULT_CONTAINER: &str = shared::emulator::DEPS_CONTAINER;
 /// How long one diagnostics probe may take (the original's `--max-time 3`).
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The cap on one readiness attempt. The original had none, because under slow TCG a service
 /// may take more than 3 s to answer; this one is generous for the same reason, and keeps a hung
 /// service from holding the wait past its deadline.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the wait may take in all (the original's `STACK_DEPS_TIMEOUT` default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1500);
+/// How long one diagnostics command may run.
+pub const DEFAULT_DIAG_TIMEOUT: Duration = shared::log::diagnostics::DEFAULT_LIMIT;
+/// The original's ports.
+pub const DEFAULT_PORTS: Ports = Ports {
+    postgres: 5432,
+    clickhouse: 8123,
+    svix: 8071,
+    minio: 9090,
+    qstash: 8080,
+};
 
 /// The ports the deps container serves on the guest's loopback.
 #[derive(Clone, Debug)]

@@ -11,6 +11,8 @@ use clap::{CommandFactory, Parser};
 use shared::cli::args;
 use shared::cli::args::Checked;
 use shared::cli::help::{self, Help};
+use shared::duration::text;
+use shared::emulator;
 use shared::error::Error;
 use shared::os::signal;
 use shared::wait::spec;
@@ -44,7 +46,7 @@ const TOOL: &str = deps::TOOL;
 #[command(name = TOOL)]
 pub struct Args {
     /// Give up after this long.
-    #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = "1500s",
+    #[arg(long, value_name = "DURATION", env = "STACK_DEPS_TIMEOUT", default_value = text(deps::DEFAULT_TIMEOUT),
           allow_negative_numbers = true, value_parser = Checked(shared::duration::parse))]
     pub timeout: Duration,
 
@@ -54,27 +56,27 @@ pub struct Args {
     pub container: String,
 
     /// The host of every default service.
-    #[arg(long, value_name = "HOST", default_value = "127.0.0.1", value_parser = Checked(spec::host))]
+    #[arg(long, value_name = "HOST", default_value = emulator::LOOPBACK, value_parser = Checked(spec::host))]
     pub host: Host,
 
     /// postgres's port.
-    #[arg(long, value_name = "PORT", default_value = "5432", allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    #[arg(long, value_name = "PORT", default_value_t = deps::DEFAULT_PORTS.postgres, allow_negative_numbers = true, value_parser = Checked(spec::port))]
     pub postgres_port: u16,
 
     /// clickhouse's port.
-    #[arg(long, value_name = "PORT", default_value = "8123", allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    #[arg(long, value_name = "PORT", default_value_t = deps::DEFAULT_PORTS.clickhouse, allow_negative_numbers = true, value_parser = Checked(spec::port))]
     pub clickhouse_port: u16,
 
     /// svix's port.
-    #[arg(long, value_name = "PORT", default_value = "8071", allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    #[arg(long, value_name = "PORT", default_value_t = deps::DEFAULT_PORTS.svix, allow_negative_numbers = true, value_parser = Checked(spec::port))]
     pub svix_port: u16,
 
     /// minio's port.
-    #[arg(long, value_name = "PORT", default_value = "9090", allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    #[arg(long, value_name = "PORT", default_value_t = deps::DEFAULT_PORTS.minio, allow_negative_numbers = true, value_parser = Checked(spec::port))]
     pub minio_port: u16,
 
     /// qstash's port.
-    #[arg(long, value_name = "PORT", default_value = "8080", allow_negative_numbers = true, value_parser = Checked(spec::port))]
+    #[arg(long, value_name = "PORT", default_value_t = deps::DEFAULT_PORTS.qstash, allow_negative_numbers = true, value_parser = Checked(spec::port))]
     pub qstash_port: u16,
 
     /// Replace the service NAME by SPEC, or add it (repeatable; see Target specs below).
@@ -85,19 +87,19 @@ pub struct Args {
     pub polling: args::Polling,
 
     /// The longest one attempt may take.
-    #[arg(long, value_name = "DURATION", default_value = "10s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
+    #[arg(long, value_name = "DURATION", default_value = text(deps::DEFAULT_ATTEMPT_TIMEOUT), allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub attempt_timeout: Duration,
 
     /// The time limit of each per-service probe in the diagnostics.
-    #[arg(long, value_name = "DURATION", default_value = "3s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
+    #[arg(long, value_name = "DURATION", default_value = text(deps::DEFAULT_PROBE_TIMEOUT), allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub diag_probe_timeout: Duration,
 
     /// The time limit of each diagnostics command; one still running then is killed.
-    #[arg(long, value_name = "DURATION", default_value = "60s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
+    #[arg(long, value_name = "DURATION", default_value = text(deps::DEFAULT_DIAG_TIMEOUT), allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub diag_timeout: Duration,
 
     /// The docker client the diagnostics run.
-    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    #[arg(long, value_name = "PROGRAM", default_value = shared::docker::DEFAULT_PROGRAM)]
     pub docker: OsString,
 }
 

@@ -12,6 +12,8 @@ use clap::{CommandFactory, Parser};
 use shared::cli::args;
 use shared::cli::args::Checked;
 use shared::cli::help::{self, Help};
+use shared::duration::text;
+use shared::emulator;
 use shared::error::Error;
 use shared::os::signal;
 use shared::wait::spec;
@@ -45,22 +47,22 @@ const TOOL: &str = ready::TOOL;
 #[command(name = TOOL)]
 pub struct Args {
     /// Give up after this long.
-    #[arg(long, value_name = "DURATION", env = "STACK_READY_TIMEOUT", default_value = "600s",
+    #[arg(long, value_name = "DURATION", env = "STACK_READY_TIMEOUT", default_value = text(ready::DEFAULT_TIMEOUT),
           allow_negative_numbers = true, value_parser = Checked(shared::duration::parse))]
     pub timeout: Duration,
 
     /// The backend's port.
-    #[arg(long, value_name = "PORT", env = "STACK_READY_BACKEND_PORT", default_value = "8102",
+    #[arg(long, value_name = "PORT", env = "STACK_READY_BACKEND_PORT", default_value_t = emulator::BACKEND_PORT,
           allow_negative_numbers = true, value_parser = Checked(spec::port))]
     pub backend_port: u16,
 
     /// The dashboard's port.
-    #[arg(long, value_name = "PORT", env = "STACK_READY_DASHBOARD_PORT", default_value = "8101",
+    #[arg(long, value_name = "PORT", env = "STACK_READY_DASHBOARD_PORT", default_value_t = emulator::DASHBOARD_PORT,
           allow_negative_numbers = true, value_parser = Checked(spec::port))]
     pub dashboard_port: u16,
 
     /// The host of the backend and the dashboard.
-    #[arg(long, value_name = "HOST", default_value = "127.0.0.1", value_parser = Checked(spec::host))]
+    #[arg(long, value_name = "HOST", default_value = emulator::LOOPBACK, value_parser = Checked(spec::host))]
     pub host: Host,
 
     /// Replace the target NAME by SPEC, or add it (repeatable; see Target specs below).
@@ -71,7 +73,7 @@ pub struct Args {
     pub polling: args::Polling,
 
     /// The longest one attempt may take (the original's curl --max-time 3).
-    #[arg(long, value_name = "DURATION", default_value = "3s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
+    #[arg(long, value_name = "DURATION", default_value = text(ready::DEFAULT_ATTEMPT_TIMEOUT), allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub attempt_timeout: Duration,
 
     /// The container whose last 200 log lines the diagnostics show.
@@ -85,19 +87,19 @@ pub struct Args {
     pub service: String,
 
     /// The time limit of each diagnostics command; one still running then is killed.
-    #[arg(long, value_name = "DURATION", default_value = "60s", allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
+    #[arg(long, value_name = "DURATION", default_value = text(ready::DEFAULT_DIAG_TIMEOUT), allow_negative_numbers = true, value_parser = Checked(args::positive_duration))]
     pub diag_timeout: Duration,
 
     /// The docker client the diagnostics run.
-    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    #[arg(long, value_name = "PROGRAM", default_value = shared::docker::DEFAULT_PROGRAM)]
     pub docker: OsString,
 
     /// The systemctl the diagnostics run.
-    #[arg(long, value_name = "PROGRAM", default_value = "systemctl")]
+    #[arg(long, value_name = "PROGRAM", default_value = ready::DEFAULT_SYSTEMCTL)]
     pub systemctl: OsString,
 
     /// The journalctl the diagnostics run.
-    #[arg(long, value_name = "PROGRAM", default_value = "journalctl")]
+    #[arg(long, value_name = "PROGRAM", default_value = ready::DEFAULT_JOURNALCTL)]
     pub journalctl: OsString,
 }
 

@@ -22,9 +22,15 @@ use shared::wait::{Event, Options, Outcome, Target, TargetReport};
 
 pub const TOOL: &str = "wait-for-stack-ready";
 /// The container whose log the diagnostics show.
-pub const DEFAULT_CONTAINER: &str = "stack";
+pub const DEFAULT_CONTAINER: &str = shared::emulator::CONTAINER;
 /// The systemd unit whose status and journal the diagnostics show.
 pub const DEFAULT_SERVICE: &str = "stack.service";
+/// How long the wait may take in all (the original's `STACK_READY_TIMEOUT` default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long one diagnostics command may run.
+pub const DEFAULT_DIAG_TIMEOUT: Duration = shared::log::diagnostics::DEFAULT_LIMIT;
+pub const DEFAULT_SYSTEMCTL: &str = "systemctl";
+pub const DEFAULT_JOURNALCTL: &str = "journalctl";
 /// The cap on one attempt: the original's `curl --max-time 3`.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -161,15 +161,15 @@ fn invalid(
 #[derive(clap::Args, Clone, Debug)]
 pub struct Polling {
     /// The first pause between two attempts at one target.
-    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = duration::text(wait::DEFAULT_INTERVAL), allow_negative_numbers = true, value_parser = Checked(duration::parse))]
     pub interval: Duration,
 
     /// The longest pause between two attempts at one target.
-    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_MAX_INTERVAL_TEXT, allow_negative_numbers = true, value_parser = Checked(duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = duration::text(wait::DEFAULT_MAX_INTERVAL), allow_negative_numbers = true, value_parser = Checked(duration::parse))]
     pub max_interval: Duration,
 
     /// How often to log what is still not ready (0: never).
-    #[arg(long, value_name = "DURATION", default_value = wait::DEFAULT_HEARTBEAT_TEXT, allow_negative_numbers = true, value_parser = Checked(duration::parse))]
+    #[arg(long, value_name = "DURATION", default_value = duration::text(wait::DEFAULT_HEARTBEAT), allow_negative_numbers = true, value_parser = Checked(duration::parse))]
     pub heartbeat: Duration,
 }
 

@@ -16,3 +16,16 @@ pub const BUILD_ARCH_ENV: &str = "/etc/stack-build-arch.env";
 pub const COMPUTED_ENV: &str = "/etc/stack-build-computed.env";
 /// Where the host's shared folder is mounted, in the guest and in the stack container.
 pub const HOST_DIR: &str = "/host";
+/// The emulator's image, as the bundle disk brings it: run by the deps container and the stack
+/// container, rebuilt under the same name by slim-docker-image.
+pub const IMAGE: &str = "stack-local-emulator";
+/// The container the emulator runs in (`stack.service`).
+pub const CONTAINER: &str = "stack";
+/// The deps-only container of the build, in which the migrations run.
+pub const DEPS_CONTAINER: &str = "stack-build-init";
+/// The backend's port in the guest (`BACKEND_PORT` of the computed env file).
+pub const BACKEND_PORT: u16 = 8102;
+/// The dashboard's port in the guest (`DASHBOARD_PORT`).
+pub const DASHBOARD_PORT: u16 = 8101;
+/// Where the probes find the emulator's services: the guest's loopback.
+pub const LOOPBACK: &str = "127.0.0.1";

@@ -36,10 +36,6 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_millis(400);
 /// How often a target that is still not ready is reported.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
-/// The same three as the tools' `--help` shows them (clap defaults are text).
-pub const DEFAULT_INTERVAL_TEXT: &str = "100ms";
-pub const DEFAULT_MAX_INTERVAL_TEXT: &str = "400ms";
-pub const DEFAULT_HEARTBEAT_TEXT: &str = "30s";
 
 /// Something to wait for: a name for the log lines and a probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -519,22 +515,6 @@ mod tests {
             }
         });
         port
-    }
-
-    #[test]
-    fn default_texts_match_the_defaults() {
-        assert_eq!(
-            crate::duration::parse(DEFAULT_INTERVAL_TEXT),
-            Ok(DEFAULT_INTERVAL)
-        );
-        assert_eq!(
-            crate::duration::parse(DEFAULT_MAX_INTERVAL_TEXT),
-            Ok(DEFAULT_MAX_INTERVAL)
-        );
-        assert_eq!(
-            crate::duration::parse(DEFAULT_HEARTBEAT_TEXT),
-            Ok(DEFAULT_HEARTBEAT)
-        );
     }
 
     #[test]
