@@ -42,8 +42,8 @@ const TOOL: &str = "render-user-data";
 
 /// Where the gzipped, base64-encoded binary goes: alone on its line, in the script template.
 const PAYLOAD: &str = "@EMULATOR_TOOLS_GZ_B64@";
-/// Where the binary's SHA-256 goes (64 lowercase hex digits), in the cloud-config template; any
-/// number of times, at least once.
+/// Where the binary's SHA-256 goes (64 lowercase hex digits): at least once in the cloud-config
+/// template (its check), any number of times in the script template.
 const DIGEST: &str = "@EMULATOR_TOOLS_SHA256@";
 /// Base64 characters per line: fewer lines parse faster in cloud-init's email parser (996
 /// characters: 0.26 s against 0.46 s at MIME's 76, for the whole user-data), and 996 keeps every
@@ -64,13 +64,14 @@ const IDENTITY: &str = "@EMULATOR_TOOLS_IDENTITY@";
 /// install script with the multicall binary embedded.
 ///
 /// The cloud-config part is --template with every @EMULATOR_TOOLS_SHA256@ replaced by the
-/// binary's SHA-256 in lowercase hex. The script part (named emulator-tools, which cloud-init
-/// runs before the runcmd script) is --script-template with its line holding only
-/// @EMULATOR_TOOLS_GZ_B64@ replaced by the binary, gzipped and base64-encoded in lines of 996
-/// characters. Every @EMULATOR_TOOLS_IDENTITY@, in either, becomes the binary's build identity
-/// (version, commit, target, profile, read from the stamp in it). Both templates must be ASCII text with lines of at most 998 characters (the
-/// parts are declared 7bit). The output is written atomically; a result larger than --max-size
-/// is an error and nothing is written.
+/// binary's SHA-256 in lowercase hex (at least one: its check). The script part (named
+/// emulator-tools, which cloud-init runs before the runcmd script) is --script-template with
+/// its line holding only @EMULATOR_TOOLS_GZ_B64@ replaced by the binary, gzipped and
+/// base64-encoded in lines of 996 characters, and any @EMULATOR_TOOLS_SHA256@ by the digest.
+/// Every @EMULATOR_TOOLS_IDENTITY@, in either, becomes the binary's build identity (version,
+/// commit, target, profile, read from the stamp in it). Both templates must be ASCII text with
+/// lines of at most 998 characters (the parts are declared 7bit). The output is written
+/// atomically; a result larger than --max-size is an error and nothing is written.
 #[derive(Parser)]
 #[command(name = TOOL, version)]
 struct Args {
@@ -129,7 +130,9 @@ fn run(args: Args) -> Result<u8, Error> {
         None => "binary".to_string(),
     };
     let template = template.replace(IDENTITY, &identity);
-    let script_template = script_template.replace(IDENTITY, &identity);
+    let script_template = script_template
+        .replace(IDENTITY, &identity)
+        .replace(DIGEST, &digest);
     let gzipped = gzip(&binary).context(|| format!("compressing {}", args.binary.display()))?;
     let cloud_config = fill_digest(&template, &digest).map_err(at(&args.template))?;
     let script =

@@ -336,8 +336,9 @@ fn script_part_installs_the_built_binary() {
         let text = std::fs::read_to_string(&file).unwrap();
         assert_eq!(
             text.matches(&digest).count(),
-            3,
-            "{triple}: digest {digest} in the check and in the comment above it"
+            4,
+            "{triple}: digest {digest} twice in the check, and in the comments above it and at \
+             the head of the script part"
         );
     }
 }
@@ -361,7 +362,11 @@ fn user_data_names_the_build_and_how_to_verify_it() {
              {BINARY_PATH}' | sha256sum -c\n"
         );
         assert!(text.contains(&comment), "{triple}: {comment}");
-        let script = format!("\n#!/bin/sh\n# {identity}: the emulator's tools,");
+        let script = format!(
+            "\n#!/bin/sh\n# {identity}: the emulator's tools, one static multicall binary, \
+             gzip-compressed\n# and base64-encoded below. Verify the installed binary in the \
+             guest with\n#   echo '{digest}  {BINARY_PATH}' | sha256sum -c\n"
+        );
         assert!(text.contains(&script), "{triple}: {script}");
         if triple == X86_64 {
             let root = dir.path().join("root");
