@@ -103,11 +103,13 @@ impl Docker {
     /// `grace` to exit, then SIGKILL) and makes sure it is gone: a container started with `--rm`
     /// removes itself once stopped, and any other is removed here. A container that does not
     /// exist is not an error; one still there after all that is.
+    ///
+    /// The stop is not preceded by a look: every caller has just seen or started the container,
+    /// and each docker call costs a second in a TCG guest. Whether the container is gone is
+    /// asked after it.
     pub fn stop_and_remove(&self, name: &str, grace: Duration) -> Result<()> {
-        if !self.container_exists(name)? {
-            return Ok(());
-        }
-        // Fails harmlessly when the container already stopped or is being removed.
+        // Fails harmlessly when the container does not exist, already stopped or is being
+        // removed: the loop below tells those apart.
         let _ = self
             .command(["stop", "--time", &grace.as_secs().to_string(), name])
             .read();
