@@ -113,6 +113,35 @@ impl Setup {
             .env("STACK_PROVISION_LOG_FILE", self.log_path())
     }
 
+    /// The smoke-test container's environment (`NAME=value` lines), read from the engine as
+    /// soon as the container exists; empty when it did not appear within a minute.
+    fn smoke_env(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let out = self
+                .sb
+                .docker([
+                    "inspect",
+                    "--format",
+                    "{{range .Config.Env}}{{println .}}{{end}}",
+                    "smoke-test",
+                ])
+                .stderr(Stdio::null())
+                .output()
+                .unwrap();
+            let env: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            if !env.is_empty() {
+                return env;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Vec::new()
+    }
+
     fn log(&self) -> Vec<String> {
         std::fs::read_to_string(self.log_path())
             .unwrap_or_default()
@@ -236,28 +265,13 @@ fn full_run_smoke_tests_flattens_rebuilds_and_fills() {
         .spawn()
         .unwrap();
     // The smoke container's keys, read from the engine while it runs.
-    let mut secrets: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while secrets.is_empty() && Instant::now() < deadline {
-        let out =
-            s.sb.docker([
-                "inspect",
-                "--format",
-                "{{range .Config.Env}}{{println .}}{{end}}",
-                "smoke-test",
-            ])
-            .stderr(Stdio::null())
-            .output()
-            .unwrap();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some((key, value)) = line.split_once('=') {
-                if SMOKE_KEYS.contains(&key) {
-                    secrets.push(value.to_string());
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let secrets: Vec<String> = s
+        .smoke_env()
+        .iter()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(key, _)| SMOKE_KEYS.contains(key))
+        .map(|(_, value)| value.to_string())
+        .collect();
     let output = child.wait_with_output().unwrap();
     let seen = sampler.finish();
     assert_eq!(
@@ -614,26 +628,7 @@ fn the_smoke_test_environment_gives_each_renamed_variable_under_both_names() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut env: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.is_empty() && Instant::now() < deadline {
-        let out =
-            s.sb.docker([
-                "inspect",
-                "--format",
-                "{{range .Config.Env}}{{println .}}{{end}}",
-                "smoke-test",
-            ])
-            .stderr(Stdio::null())
-            .output()
-            .unwrap();
-        env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect();
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let env = s.smoke_env();
     let output = child.wait_with_output().unwrap();
     let seen = sampler.finish();
     assert_eq!(
