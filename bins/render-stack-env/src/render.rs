@@ -524,6 +524,23 @@ fn explain_unmounted(opts: &Options, path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_template_of_the_computed_block_is_filled() {
+        let ports = Ports {
+            prefix: "81".into(),
+            backend: "8102".into(),
+            dashboard: "8101".into(),
+            minio: "8121".into(),
+            inbucket: "8105".into(),
+            mock_oauth: "8114".into(),
+        };
+        for (key, value) in computed(&ports) {
+            assert!(!value.contains(['{', '}']), "{key}={value}");
+        }
+        let values = [("a", "x{b}"), ("b", "y")];
+        assert_eq!(fill("{a}-{b}-{c}-{", &values), "x{b}-y-{c}-{");
+    }
+
     fn env(name: &str, text: &str) -> EnvFile {
         envfile::parse(name, text.as_bytes()).unwrap()
     }
