@@ -55,19 +55,29 @@ fn have_cloud_init() -> bool {
     has_program("cloud-init") && Path::new(PYTHON).is_file()
 }
 
+/// The generator with its four paths.
+fn generator(template: &Path, script: &Path, binary: &Path, output: &Path) -> Cmd {
+    tool(GENERATOR)
+        .arg("--template")
+        .arg(template)
+        .arg("--script-template")
+        .arg(script)
+        .arg("--binary")
+        .arg(binary)
+        .arg("--output")
+        .arg(output)
+}
+
 /// Renders the user-data of `triple` into `dir`; returns its path.
 fn render(triple: &str, dir: &Path) -> PathBuf {
     let out = dir.join(format!("{triple}.user-data"));
-    let run = tool(GENERATOR)
-        .arg("--template")
-        .arg(template())
-        .arg("--script-template")
-        .arg(script_template())
-        .arg("--binary")
-        .arg(musl_multicall(triple))
-        .arg("--output")
-        .arg(&out)
-        .run();
+    let run = generator(
+        &template(),
+        &script_template(),
+        &musl_multicall(triple),
+        &out,
+    )
+    .run();
     run.success().stderr_is("");
     assert!(
         run.stdout_str()
@@ -661,15 +671,7 @@ fn generator_rejects_a_template_without_a_place_for_the_binary() {
     std::fs::write(&template, "#cloud-config\nsum: @EMULATOR_TOOLS_SHA256@\n").unwrap();
     std::fs::write(&script, "#!/bin/sh\n").unwrap();
     std::fs::write(&binary, "bytes").unwrap();
-    tool(GENERATOR)
-        .arg("--template")
-        .arg(&template)
-        .arg("--script-template")
-        .arg(&script)
-        .arg("--binary")
-        .arg(&binary)
-        .arg("--output")
-        .arg(&output)
+    generator(&template, &script, &binary, &output)
         .run()
         .code_is(1)
         .stdout_is("")
@@ -688,28 +690,18 @@ fn generator_refuses_a_user_data_over_the_size_limit() {
     let output = dir.path().join("user-data");
     // Without a build stamp the template's identity comment cannot be filled.
     std::fs::write(&binary, "small").unwrap();
-    tool(GENERATOR)
-        .arg("--template")
-        .arg(template())
-        .arg("--script-template")
-        .arg(script_template())
-        .arg("--binary")
-        .arg(&binary)
-        .arg("--output")
-        .arg(&output)
+    generator(&template(), &script_template(), &binary, &output)
         .run()
         .code_is(1)
-        .stderr_contains("no build stamp in it, and a template names the build");
+        .stdout_is("")
+        .stderr_is(format!(
+            "render-user-data: reading {}: no build stamp in it, and a template names the \
+             build: it is not an emulator-tools binary of this workspace, or was built before \
+             --version carried the commit; rebuild it\n",
+            binary.display()
+        ));
     std::fs::write(&binary, format!("small{}", shared::stamp::STAMP)).unwrap();
-    let run = tool(GENERATOR)
-        .arg("--template")
-        .arg(template())
-        .arg("--script-template")
-        .arg(script_template())
-        .arg("--binary")
-        .arg(&binary)
-        .arg("--output")
-        .arg(&output)
+    let run = generator(&template(), &script_template(), &binary, &output)
         .args(["--max-size", "1000"])
         .run();
     run.code_is(1).stdout_is("");
@@ -722,8 +714,12 @@ fn generator_refuses_a_user_data_over_the_size_limit() {
         run.stderr_str()
     );
     assert!(
+        run.stderr_str().ends_with(
+            " bytes is more than the limit of 1000 bytes; make the binary smaller (`make size` \
+             shows where the bytes are) or raise --max-size\n"
+        ),
+        "{}",
         run.stderr_str()
-            .contains("bytes is more than the limit of 1000 bytes")
     );
     assert!(!output.exists());
     assert_eq!(
