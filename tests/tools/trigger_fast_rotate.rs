@@ -74,6 +74,16 @@ impl Secrets {
     fn values(&self) -> &[String; 4] {
         &self.0
     }
+
+    /// No value appears in any word of `argv`.
+    fn assert_not_in(&self, argv: &[String]) {
+        for value in self.values() {
+            assert!(
+                !argv.iter().any(|a| a.contains(value.as_str())),
+                "a secret value in argv {argv:?}"
+            );
+        }
+    }
 }
 
 /// The tool with the stand-in docker client, recording into a scratch directory.
@@ -123,12 +133,7 @@ fn execs_the_originals_command_with_the_values_in_its_environment() {
     for line in secrets.lines() {
         assert!(env.contains(&line), "{line} in docker's environment");
     }
-    for value in secrets.values() {
-        assert!(
-            !argv.iter().any(|a| a.contains(value.as_str())),
-            "no value in argv"
-        );
-    }
+    secrets.assert_not_in(&argv);
 }
 
 #[test]
@@ -590,12 +595,7 @@ fn the_released_hosts_payload_reaches_docker_under_both_names() {
         let argv = fake.argv().expect("docker ran");
         assert_eq!(argv, argv_with_both_names("stack"));
         assert_eq!(secret_lines(&fake.env()), secrets.under_both_names());
-        for value in secrets.values() {
-            assert!(
-                !argv.iter().any(|a| a.contains(value.as_str())),
-                "value in argv"
-            );
-        }
+        secrets.assert_not_in(&argv);
     }
 }
 
